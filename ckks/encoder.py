@@ -1,0 +1,136 @@
+"""CKKS encoding: complex slot vectors <-> scaled integer polynomials (canonical embedding).
+
+Slot j holds m(zeta^(5^j)) for zeta = exp(i*pi/N), j < N/2, so the Galois element 5^r
+rotates the slots by r.  The embedding and its inverse are the "special FFT" (HEAAN):
+O(N log N) butterflies over the 5^j-ordered roots, vectorized per stage with NumPy.
+"""
+import numpy as np
+
+from kernels import basis, modarith
+from kernels.automorphism import bit_reverse_indices
+from .ciphertext import Plaintext
+
+
+class Encoder:
+    def __init__(self, context):
+        self.ctx = context
+        n = context.n
+        self.slots = n // 2
+        m = 2 * n
+        self._m = m
+        # rot_group[j] = 5^j mod 2N
+        rot = np.empty(self.slots, dtype=np.int64)
+        x = 1
+        for j in range(self.slots):
+            rot[j] = x
+            x = x * 5 % m
+        self._rot = rot
+        self._ksi = np.exp(2j * np.pi * np.arange(m + 1) / m)
+        self._brv = bit_reverse_indices(self.slots)
+        # per-stage twiddles: stage with butterfly length `length` uses lenh = length/2 roots
+        self._stages = []
+        length = 2
+        while length <= self.slots:
+            lenh, lenq = length // 2, length * 4
+            idx = (rot[:lenh] % lenq) * (m // lenq)
+            idx_inv = (lenq - rot[:lenh] % lenq) * (m // lenq)
+            self._stages.append((length, self._ksi[idx], self._ksi[idx_inv]))
+            length *= 2
+        self._garner = {}
+
+    # -- embedding -----------------------------------------------------------------------
+    def _fft_special(self, vals: np.ndarray) -> np.ndarray:
+        """Coefficient pairs -> slot values (evaluation at zeta^(5^j))."""
+        v = vals[self._brv].copy()
+        s = self.slots
+        for length, w, _ in self._stages:
+            v = v.reshape(s // length, length)
+            lenh = length // 2
+            u = v[:, :lenh].copy()
+            t = v[:, lenh:] * w
+            v[:, :lenh] = u + t
+            v[:, lenh:] = u - t
+            v = v.reshape(s)
+        return v
+
+    def _fft_special_inv(self, vals: np.ndarray) -> np.ndarray:
+        v = vals.astype(np.complex128).copy()
+        s = self.slots
+        for length, _, w_inv in reversed(self._stages):
+            v = v.reshape(s // length, length)
+            lenh = length // 2
+            u = v[:, :lenh] + v[:, lenh:]
+            t = (v[:, :lenh] - v[:, lenh:]) * w_inv
+            v[:, :lenh] = u
+            v[:, lenh:] = t
+            v = v.reshape(s)
+        return v[self._brv] / s
+
+    def embed_inverse(self, values) -> np.ndarray:
+        """Real coefficients (float64, length N) of the polynomial whose slots are ``values``."""
+        z = np.zeros(self.slots, dtype=np.complex128)
+        values = np.asarray(values)
+        if values.ndim != 1 or values.size > self.slots:
+            raise ValueError(f"expected a 1-D vector of at most {self.slots} values, got shape {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("values must be finite")
+        z[: values.size] = values
+        c = self._fft_special_inv(z)
+        return np.concatenate([c.real, c.imag])
+
+    def embed(self, coeffs: np.ndarray) -> np.ndarray:
+        """Slot values of a real polynomial given by its N coefficients."""
+        s = self.slots
+        return self._fft_special(coeffs[:s] + 1j * coeffs[s:])
+
+    # -- encode / decode -----------------------------------------------------------------
+    def encode(self, values, level: int = None, scale: float = None) -> Plaintext:
+        """Plaintext (NTT form) at ``level`` (default: top) holding round(scale * values)."""
+        ctx = self.ctx
+        level = ctx.max_level if level is None else ctx.check_level(level)
+        scale = ctx.params.scale if scale is None else float(scale)
+        if not (scale >= 1.0 and np.isfinite(scale)):
+            raise ValueError(f"scale must be a finite number >= 1, got {scale}")
+        coeffs = np.round(self.embed_inverse(values) * scale)
+        rows = ctx.q_rows(level)
+        data = self.coeffs_to_rns(coeffs, rows)
+        ctx.ntt(data, rows)
+        return Plaintext(data, level, scale, ctx.fingerprint)
+
+    def coeffs_to_rns(self, coeffs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Integer-valued float64 coefficients -> (k, N) residues."""
+        q = self.ctx.moduli(rows)
+        out = np.empty((len(rows), self.ctx.n), dtype=np.uint64)
+        big = np.max(np.abs(coeffs)) if coeffs.size else 0.0
+        if big < 2.0 ** 62:
+            modarith.reduce_signed(coeffs.astype(np.int64), q, out)
+        else:
+            # Beyond int64: exact Python integers (float64 values are integers here).
+            ints = [int(c) for c in coeffs]
+            for i, qi in enumerate(q.tolist()):
+                out[i] = np.array([c % qi for c in ints], dtype=np.uint64)
+        return out
+
+    def decode(self, pt: Plaintext) -> np.ndarray:
+        """Complex slot values of a plaintext (exact CRT over all its primes)."""
+        ctx = self.ctx
+        rows = ctx.q_rows(pt.level)
+        data = pt.data.copy()
+        ctx.intt(data, rows)
+        coeffs = self.rns_to_float(data, pt.level)
+        return self.embed(coeffs / pt.scale)
+
+    def rns_to_float(self, data: np.ndarray, level: int) -> np.ndarray:
+        """Centred coefficient values (float64) of coefficient-domain residues at ``level``."""
+        q = self.ctx.moduli(self.ctx.q_rows(level))
+        if level not in self._garner:
+            k = len(q)
+            g = np.zeros((k, k), dtype=np.uint64)
+            for j in range(k):
+                for i in range(j + 1, k):
+                    g[j, i] = pow(int(q[j]), -1, int(q[i]))
+            self._garner[level] = g
+        out = np.empty(data.shape[1], dtype=np.float64)
+        basis.crt_to_float(data, q, self._garner[level], out)
+        return out
+

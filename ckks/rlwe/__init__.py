@@ -1,0 +1,1 @@
+"""RLWE layer: keys, encryption, decryption and hybrid key switching."""

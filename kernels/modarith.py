@@ -1,0 +1,156 @@
+"""Element-wise modular arithmetic over RNS polynomials.
+
+Portable and exact for primes q < 2^50: a product a*b < 2^100 is reduced with a float64
+quotient estimate, which is off by at most one, followed by two branch-free corrections.
+Arrays are ``(k, N)`` uint64; ``q`` is the ``(k,)`` vector of the rows' primes.
+"""
+import numpy as np
+from numba import njit, prange, float64, int64, uint64
+
+
+@njit(inline="always", cache=True)
+def mulmod(a, b, q, qinv):
+    """a*b mod q for a, b < 2^50 (any sizes whose exact quotient ab/q is below 2^51)."""
+    # The estimate carries relative error <= 3*2^-53, i.e. < 0.5 on a quotient < 2^51, so
+    # after truncation it is floor(ab/q) - 1, + 0 or + 1 and r lies in [-q, 2q).
+    quot = uint64(float64(a) * float64(b) * qinv)
+    r = int64(a * b - quot * q)  # wrapping uint64 arithmetic is exact modulo 2^64
+    if r < 0:
+        r += int64(q)
+    r = uint64(r)
+    return min(r, r - q)
+
+
+@njit(inline="always", cache=True)
+def reduce_small(x, q, qinv):
+    """x mod q for x < 2^63 (used for lazily accumulated sums)."""
+    quot = uint64(float64(x) * qinv)
+    r = int64(x - quot * q)
+    if r < 0:
+        r += int64(q)
+    r = uint64(r)
+    return min(r, r - q)
+
+
+@njit(cache=True, parallel=True)
+def add(a, b, q, out):
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        for j in range(n):
+            s = a[i, j] + b[i, j]
+            out[i, j] = min(s, s - qi)
+
+
+@njit(cache=True, parallel=True)
+def sub(a, b, q, out):
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        for j in range(n):
+            s = a[i, j] + (qi - b[i, j])
+            out[i, j] = min(s, s - qi)
+
+
+@njit(cache=True, parallel=True)
+def neg(a, q, out):
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        for j in range(n):
+            s = qi - a[i, j]
+            out[i, j] = min(s, s - qi)
+
+
+@njit(cache=True, parallel=True)
+def mul(a, b, q, out):
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        qinv = 1.0 / float64(qi)
+        for j in range(n):
+            out[i, j] = mulmod(a[i, j], b[i, j], qi, qinv)
+
+
+@njit(cache=True, parallel=True)
+def mul_add(a, b, q, out):
+    """out += a*b (mod q)."""
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        qinv = 1.0 / float64(qi)
+        for j in range(n):
+            s = out[i, j] + mulmod(a[i, j], b[i, j], qi, qinv)
+            out[i, j] = min(s, s - qi)
+
+
+@njit(cache=True, parallel=True)
+def mul_scalar(a, c, q, out):
+    """out[i] = a[i] * c[i] (mod q[i]) with one constant per row, c[i] < q[i]."""
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        ci = c[i]
+        qinv = 1.0 / float64(qi)
+        for j in range(n):
+            out[i, j] = mulmod(a[i, j], ci, qi, qinv)
+
+
+@njit(cache=True, parallel=True)
+def add_scalar(a, c, q, out):
+    """out[i] = a[i] + c[i] (mod q[i]); adds a constant to every evaluation point."""
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        ci = c[i]
+        for j in range(n):
+            s = a[i, j] + ci
+            out[i, j] = min(s, s - qi)
+
+
+@njit(cache=True, parallel=True)
+def sub_mul_scalar(a, b, c, q, out):
+    """out[i] = (a[i] - b[i]) * c[i] (mod q[i]): the last step of rescale and ModDown."""
+    k, n = a.shape
+    for i in prange(k):
+        qi = q[i]
+        ci = c[i]
+        qinv = 1.0 / float64(qi)
+        for j in range(n):
+            s = a[i, j] + (qi - b[i, j])
+            s = min(s, s - qi)
+            out[i, j] = mulmod(s, ci, qi, qinv)
+
+
+@njit(cache=True, parallel=True)
+def reduce_signed(x, q, out):
+    """out[i, j] = x[j] mod q[i] for signed int64 coefficients x (encoding, sampling)."""
+    k, n = out.shape
+    for i in prange(k):
+        qi = int64(q[i])
+        for j in range(n):
+            r = x[j] % qi  # Python semantics in Numba: result has the sign of qi
+            out[i, j] = uint64(r)
+
+
+@njit(cache=True, parallel=True)
+def key_inner_product(ext, key, rows, q_all, out):
+    """out[c, r] = sum_d ext[d, r] * key[d, c, rows[r]] (mod q_all[rows[r]]) for c = 0, 1.
+
+    ``ext`` (D, m, N) holds the ModUp-extended digits, ``key`` (D_all, 2, M, N) a key-switching
+    key over every prime of the context; ``rows`` picks the key rows of the current basis.
+    """
+    d_count, m, n = ext.shape
+    for r in prange(m):
+        g = rows[r]
+        qi = q_all[g]
+        qinv = 1.0 / float64(qi)
+        for c in range(2):
+            for j in range(n):
+                out[c, r, j] = 0
+            # Each term is < q < 2^50, so up to 2^13 digits accumulate without overflow.
+            for d in range(d_count):
+                for j in range(n):
+                    out[c, r, j] += mulmod(ext[d, r, j], key[d, c, g, j], qi, qinv)
+            for j in range(n):
+                out[c, r, j] = reduce_small(out[c, r, j], qi, qinv)
