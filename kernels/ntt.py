@@ -22,10 +22,14 @@ from __future__ import annotations
 import typing
 from typing import Sequence
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .cpu import HAS_IFMA, USE_IFMA
+from .ifma import (madd52hi, madd52lo, shuf_even, shuf_hi1, shuf_hi2, shuf_hi4, shuf_ihi,
+                   shuf_ilo, shuf_lo1, shuf_lo2, shuf_lo4, shuf_odd, vadd, vand, vbcast, vload,
+                   vmin, vstore, vsub)
 
 MAX_PRIME_BITS = 50
 MIN_LOG_N = 4
@@ -51,6 +55,9 @@ class NTTTables(typing.NamedTuple):
     w1_n_inv: np.ndarray   # (k,) uint64: w_inv[1] * N^-1 mod q (folded into the last GS stage)
     w1_n_inv_f: np.ndarray  # (k,) float64
     w1_n_inv_s: np.ndarray  # (k,) uint64
+    wx_fwd: np.ndarray     # (k, 4, N/2) uint64: lane-expanded twiddles of the forward stages
+    #                        t=4 ([0] value, [1] Shoup) and t=2 ([2], [3]) for the IFMA kernel
+    wx_inv: np.ndarray     # (k, 4, N/2) uint64: same for the inverse stages t=2 ([0],[1]), t=4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,12 +213,23 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
                             dtype=np.uint64)
         return np.stack([_shoup52_nb(w[i], q_arr[i]) for i in range(k)])
 
+    ws_fwd = shoup(w_fwd)
+    ws_inv = shoup(w_inv)
+    # lane l of 8-lane chunk c: stage t=4 uses group n/8 + 2c + l//4, t=2 group n/4 + 4c + l//2
+    c = np.arange(n // 16).reshape(-1, 1)
+    lane = np.arange(8).reshape(1, -1)
+    g4 = (n // 8 + 2 * c + lane // 4).ravel()
+    g2 = (n // 4 + 4 * c + lane // 2).ravel()
+    wx_fwd = np.stack([w_fwd[:, g4], ws_fwd[:, g4], w_fwd[:, g2], ws_fwd[:, g2]], axis=1)
+    wx_inv = np.stack([w_inv[:, g2], ws_inv[:, g2], w_inv[:, g4], ws_inv[:, g4]], axis=1)
+
     return NTTTables(
         q=q_arr, psi=psi_arr, n=n, log_n=log_n,
-        w_fwd=w_fwd, wf_fwd=fquot(w_fwd), ws_fwd=shoup(w_fwd),
-        w_inv=w_inv, wf_inv=fquot(w_inv), ws_inv=shoup(w_inv),
+        w_fwd=w_fwd, wf_fwd=fquot(w_fwd), ws_fwd=ws_fwd,
+        w_inv=w_inv, wf_inv=fquot(w_inv), ws_inv=ws_inv,
         n_inv=n_inv, n_inv_f=fquot(n_inv), n_inv_s=shoup(n_inv),
         w1_n_inv=w1n, w1_n_inv_f=fquot(w1n), w1_n_inv_s=shoup(w1n),
+        wx_fwd=np.ascontiguousarray(wx_fwd), wx_inv=np.ascontiguousarray(wx_inv),
     )
 
 
@@ -305,6 +323,267 @@ def _inverse_portable_kernel(a, rows, q, w, wf, ni, nif, w1n, w1nf):
 
 
 # ---------------------------------------------------------------------------------------------
+# IFMA kernels (8 lanes of 52-bit multiply-add; see kernels/ifma.py)
+# ---------------------------------------------------------------------------------------------
+# vmulred(x, w, ws) = x*w mod q in [0, 2q) for x < 2^52, w < q, ws = floor(w * 2^52 / q):
+# Shoup with beta = 2^52.  qh = floor(x*ws / 2^52) and x*w/q - qh lies in [0, 1 + x/2^52) so
+# r = x*w - qh*q is in [0, 2q) < 2^52; its low 52 bits are lo52(x*w) + lo52(qh*(2^52 - q))
+# mod 2^52 (each term < 2^52, sum < 2^53: no 64-bit overflow), masked to 52 bits.
+
+_MASK52 = np.uint64((1 << 52) - 1)
+_TWO52 = np.uint64(1 << 52)
+
+
+@njit(cache=True, inline="always")
+def _vmulred(x, w, ws, negq, mask, zero):
+    qh = madd52hi(zero, x, ws)
+    return vand(madd52lo(madd52lo(zero, x, w), qh, negq), mask)
+
+
+@njit(cache=True, inline="always")
+def _vct(u, v, w, ws, two_q, negq, mask, zero):
+    # Cooley-Tukey butterfly, inputs and outputs in [0, 4q)
+    u = vmin(u, vsub(u, two_q))                  # [0, 2q)
+    v = _vmulred(v, w, ws, negq, mask, zero)      # [0, 2q)
+    return vadd(u, v), vsub(vadd(u, two_q), v)   # [0, 4q), (0, 4q)
+
+
+@njit(cache=True, inline="always")
+def _vgs(u, v, w, ws, two_q, negq, mask, zero):
+    # Gentleman-Sande butterfly, inputs and outputs in [0, 2q)
+    s = vadd(u, v)                                # [0, 4q)
+    d = vsub(vadd(u, two_q), v)                   # (0, 4q) < 2^52
+    return vmin(s, vsub(s, two_q)), _vmulred(d, w, ws, negq, mask, zero)
+
+
+@njit(cache=True, inline="always")
+def _vgs_last(u, v, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero):
+    # last Gentleman-Sande stage with N^-1 folded in; outputs fully reduced to [0, q)
+    s = _vmulred(vadd(u, v), ni, nis, negq, mask, zero)
+    d = _vmulred(vsub(vadd(u, two_q), v), w1n, w1ns, negq, mask, zero)
+    return vmin(s, vsub(s, q)), vmin(d, vsub(d, q))
+
+
+@njit(cache=True)
+def _fwd_limb_ifma(x, w, ws, wx, qs):
+    n = np.uint64(x.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    two_q = vbcast(qs + qs)
+    negq = vbcast(_TWO52 - qs)
+    mask = vbcast(_MASK52)
+    log_n = np.uint64(0)
+    while (np.uint64(1) << log_n) < n:
+        log_n += np.uint64(1)
+    m = np.uint64(1)
+    t = n >> np.uint64(1)
+    # stages with t >= 16 go through memory (radix-2 once if their count is odd, then
+    # radix-4); t = 8, 4, 2, 1 run in registers on 16-element blocks.
+    if (log_n - np.uint64(4)) & np.uint64(1):
+        wv = vbcast(w[1])
+        wsv = vbcast(ws[1])
+        for j in range(np.uint64(0), t, np.uint64(8)):
+            u, v = _vct(vload(x, j), vload(x, j + t), wv, wsv, two_q, negq, mask, zero)
+            vstore(x, j, u)
+            vstore(x, j + t, v)
+        m = np.uint64(2)
+        t = t >> np.uint64(1)
+    while t >= np.uint64(16):
+        h = t >> np.uint64(1)
+        for i in range(m):
+            w1 = vbcast(w[m + i])
+            w1s = vbcast(ws[m + i])
+            k2 = (m + i) << np.uint64(1)
+            w2a = vbcast(w[k2])
+            w2as = vbcast(ws[k2])
+            w2b = vbcast(w[k2 + np.uint64(1)])
+            w2bs = vbcast(ws[k2 + np.uint64(1)])
+            j1 = (i * t) << np.uint64(1)
+            for j in range(j1, j1 + h, np.uint64(8)):
+                x0 = vload(x, j)
+                x1 = vload(x, j + h)
+                x2 = vload(x, j + t)
+                x3 = vload(x, j + t + h)
+                x0, x2 = _vct(x0, x2, w1, w1s, two_q, negq, mask, zero)
+                x1, x3 = _vct(x1, x3, w1, w1s, two_q, negq, mask, zero)
+                x0, x1 = _vct(x0, x1, w2a, w2as, two_q, negq, mask, zero)
+                x2, x3 = _vct(x2, x3, w2b, w2bs, two_q, negq, mask, zero)
+                vstore(x, j, x0)
+                vstore(x, j + h, x1)
+                vstore(x, j + t, x2)
+                vstore(x, j + t + h, x3)
+        m = m << np.uint64(2)
+        t = t >> np.uint64(2)
+    # m == n/16 here
+    wx4 = wx[0]
+    wx4s = wx[1]
+    wx2 = wx[2]
+    wx2s = wx[3]
+    half = n >> np.uint64(1)
+    for c in range(m):
+        b = c << np.uint64(4)
+        e = c << np.uint64(3)
+        a0 = vload(x, b)
+        a1 = vload(x, b + np.uint64(8))
+        a0, a1 = _vct(a0, a1, vbcast(w[m + c]), vbcast(ws[m + c]), two_q, negq, mask, zero)
+        u = shuf_lo4(a0, a1)
+        v = shuf_hi4(a0, a1)
+        u, v = _vct(u, v, vload(wx4, e), vload(wx4s, e), two_q, negq, mask, zero)
+        a0 = shuf_lo2(u, v)
+        a1 = shuf_hi2(u, v)
+        a0, a1 = _vct(a0, a1, vload(wx2, e), vload(wx2s, e), two_q, negq, mask, zero)
+        u = shuf_lo1(a0, a1)
+        v = shuf_hi1(a0, a1)
+        u, v = _vct(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
+        u = vmin(u, vsub(u, two_q))               # [0, 4q) -> [0, 2q) -> [0, q)
+        u = vmin(u, vsub(u, q))
+        v = vmin(v, vsub(v, two_q))
+        v = vmin(v, vsub(v, q))
+        vstore(x, b, shuf_ilo(u, v))
+        vstore(x, b + np.uint64(8), shuf_ihi(u, v))
+
+
+@njit(cache=True)
+def _inv_limb_ifma(x, w, ws, wx, qs, ni_s, nis_s, w1n_s, w1ns_s):
+    n = np.uint64(x.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    two_q = vbcast(qs + qs)
+    negq = vbcast(_TWO52 - qs)
+    mask = vbcast(_MASK52)
+    ni = vbcast(ni_s)
+    nis = vbcast(nis_s)
+    w1n = vbcast(w1n_s)
+    w1ns = vbcast(w1ns_s)
+    log_n = np.uint64(0)
+    while (np.uint64(1) << log_n) < n:
+        log_n += np.uint64(1)
+    # stages t = 1, 2, 4, 8 in registers on 16-element blocks (t = 8 is the last stage when
+    # n == 16), then t >= 16 through memory: radix-2 once if their count is odd, then radix-4.
+    wx2 = wx[0]
+    wx2s = wx[1]
+    wx4 = wx[2]
+    wx4s = wx[3]
+    half = n >> np.uint64(1)
+    m16 = n >> np.uint64(4)
+    for c in range(m16):
+        b = c << np.uint64(4)
+        e = c << np.uint64(3)
+        a0 = vload(x, b)
+        a1 = vload(x, b + np.uint64(8))
+        u = shuf_even(a0, a1)
+        v = shuf_odd(a0, a1)
+        u, v = _vgs(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
+        a0 = shuf_lo1(u, v)
+        a1 = shuf_hi1(u, v)
+        a0, a1 = _vgs(a0, a1, vload(wx2, e), vload(wx2s, e), two_q, negq, mask, zero)
+        u = shuf_lo2(a0, a1)
+        v = shuf_hi2(a0, a1)
+        u, v = _vgs(u, v, vload(wx4, e), vload(wx4s, e), two_q, negq, mask, zero)
+        a0 = shuf_lo4(u, v)
+        a1 = shuf_hi4(u, v)
+        if m16 == np.uint64(1):
+            a0, a1 = _vgs_last(a0, a1, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
+        else:
+            a0, a1 = _vgs(a0, a1, vbcast(w[m16 + c]), vbcast(ws[m16 + c]),
+                          two_q, negq, mask, zero)
+        vstore(x, b, a0)
+        vstore(x, b + np.uint64(8), a1)
+    t = np.uint64(16)
+    h = n >> np.uint64(5)                         # groups of the stage with half-size t
+    if t < n and (log_n - np.uint64(4)) & np.uint64(1):
+        if h == np.uint64(1):
+            for j in range(np.uint64(0), t, np.uint64(8)):
+                u, v = _vgs_last(vload(x, j), vload(x, j + t), ni, nis, w1n, w1ns,
+                                 q, two_q, negq, mask, zero)
+                vstore(x, j, u)
+                vstore(x, j + t, v)
+        else:
+            for i in range(h):
+                wv = vbcast(w[h + i])
+                wsv = vbcast(ws[h + i])
+                j1 = (i * t) << np.uint64(1)
+                for j in range(j1, j1 + t, np.uint64(8)):
+                    u, v = _vgs(vload(x, j), vload(x, j + t), wv, wsv, two_q, negq, mask, zero)
+                    vstore(x, j, u)
+                    vstore(x, j + t, v)
+        t = t << np.uint64(1)
+        h = h >> np.uint64(1)
+    while t < n:
+        # stages t (h groups) and 2t (h/2 groups) merged
+        t2 = t << np.uint64(1)
+        t3 = t2 + t
+        h2 = h >> np.uint64(1)
+        for i in range(h2):
+            k2 = (h + i + i)
+            wa = vbcast(w[k2])
+            was = vbcast(ws[k2])
+            wb = vbcast(w[k2 + np.uint64(1)])
+            wbs = vbcast(ws[k2 + np.uint64(1)])
+            w2 = vbcast(w[h2 + i])
+            w2s = vbcast(ws[h2 + i])
+            j1 = (i * t) << np.uint64(2)
+            if h2 == np.uint64(1):
+                for j in range(j1, j1 + t, np.uint64(8)):
+                    x0 = vload(x, j)
+                    x1 = vload(x, j + t)
+                    x2 = vload(x, j + t2)
+                    x3 = vload(x, j + t3)
+                    x0, x1 = _vgs(x0, x1, wa, was, two_q, negq, mask, zero)
+                    x2, x3 = _vgs(x2, x3, wb, wbs, two_q, negq, mask, zero)
+                    x0, x2 = _vgs_last(x0, x2, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
+                    x1, x3 = _vgs_last(x1, x3, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
+                    vstore(x, j, x0)
+                    vstore(x, j + t, x1)
+                    vstore(x, j + t2, x2)
+                    vstore(x, j + t3, x3)
+            else:
+                for j in range(j1, j1 + t, np.uint64(8)):
+                    x0 = vload(x, j)
+                    x1 = vload(x, j + t)
+                    x2 = vload(x, j + t2)
+                    x3 = vload(x, j + t3)
+                    x0, x1 = _vgs(x0, x1, wa, was, two_q, negq, mask, zero)
+                    x2, x3 = _vgs(x2, x3, wb, wbs, two_q, negq, mask, zero)
+                    x0, x2 = _vgs(x0, x2, w2, w2s, two_q, negq, mask, zero)
+                    x1, x3 = _vgs(x1, x3, w2, w2s, two_q, negq, mask, zero)
+                    vstore(x, j, x0)
+                    vstore(x, j + t, x1)
+                    vstore(x, j + t2, x2)
+                    vstore(x, j + t3, x3)
+        t = t << np.uint64(2)
+        h = h >> np.uint64(2)
+
+
+@njit(cache=True)
+def _forward_ifma_serial(a, rows, q, w, ws, wx):
+    for r in range(a.shape[0]):
+        p = rows[r]
+        _fwd_limb_ifma(a[r], w[p], ws[p], wx[p], q[p])
+
+
+@njit(cache=True, parallel=True)
+def _forward_ifma_parallel(a, rows, q, w, ws, wx):
+    for r in prange(a.shape[0]):
+        p = rows[r]
+        _fwd_limb_ifma(a[r], w[p], ws[p], wx[p], q[p])
+
+
+@njit(cache=True)
+def _inverse_ifma_serial(a, rows, q, w, ws, wx, ni, nis, w1n, w1ns):
+    for r in range(a.shape[0]):
+        p = rows[r]
+        _inv_limb_ifma(a[r], w[p], ws[p], wx[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
+
+
+@njit(cache=True, parallel=True)
+def _inverse_ifma_parallel(a, rows, q, w, ws, wx, ni, nis, w1n, w1ns):
+    for r in prange(a.shape[0]):
+        p = rows[r]
+        _inv_limb_ifma(a[r], w[p], ws[p], wx[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
+
+
+# ---------------------------------------------------------------------------------------------
 # dispatch
 # ---------------------------------------------------------------------------------------------
 
@@ -334,14 +613,32 @@ def inverse_portable(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
                              t.w1_n_inv, t.w1_n_inv_f)
 
 
+def _serial(a):
+    # A parallel region costs ~100 us with the workqueue layer here (thread wake-ups), more
+    # than one limb at small N: run single limbs, or one thread, serially.
+    return a.shape[0] == 1 or numba.get_num_threads() == 1
+
+
 def forward_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
-    raise NotImplementedError("IFMA kernels not written yet")
+    if not HAS_IFMA:
+        raise RuntimeError("this CPU has no AVX-512 IFMA: use forward_portable")
+    rows = _check(a, rows, t)
+    kern = _forward_ifma_serial if _serial(a) else _forward_ifma_parallel
+    kern(a, rows, t.q, t.w_fwd, t.ws_fwd, t.wx_fwd)
 
 
 def inverse_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
-    raise NotImplementedError("IFMA kernels not written yet")
+    if not HAS_IFMA:
+        raise RuntimeError("this CPU has no AVX-512 IFMA: use inverse_portable")
+    rows = _check(a, rows, t)
+    kern = _inverse_ifma_serial if _serial(a) else _inverse_ifma_parallel
+    kern(a, rows, t.q, t.w_inv, t.ws_inv, t.wx_inv, t.n_inv, t.n_inv_s, t.w1_n_inv,
+         t.w1_n_inv_s)
 
 
-ACTIVE_PATH = "portable"  # IFMA kernels pending
-forward = forward_portable
-inverse = inverse_portable
+if USE_IFMA:
+    forward = forward_ifma
+    inverse = inverse_ifma
+else:
+    forward = forward_portable
+    inverse = inverse_portable
