@@ -251,7 +251,7 @@ def _mulred(x, w, wf, q):
     return min(r, r + q)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fwd_limb_portable(x, w, wf, q):
     n = np.uint64(x.shape[0])
     two_q = q + q
@@ -277,7 +277,7 @@ def _fwd_limb_portable(x, w, wf, q):
         x[j] = min(u, u - q)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf):
     n = np.uint64(x.shape[0])
     two_q = q + q
@@ -308,15 +308,29 @@ def _inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf):
         x[j + t] = min(a1, a1 - q)
 
 
-@njit(cache=True, parallel=True)
-def _forward_portable_kernel(a, rows, q, w, wf):
-    for r in prange(a.shape[0]):
+@njit(cache=True)
+def _forward_portable_serial(a, rows, q, w, wf):
+    for r in range(a.shape[0]):
         p = rows[r]
         _fwd_limb_portable(a[r], w[p], wf[p], q[p])
 
 
 @njit(cache=True, parallel=True)
-def _inverse_portable_kernel(a, rows, q, w, wf, ni, nif, w1n, w1nf):
+def _forward_portable_parallel(a, rows, q, w, wf):
+    for r in prange(a.shape[0]):
+        p = rows[r]
+        _fwd_limb_portable(a[r], w[p], wf[p], q[p])
+
+
+@njit(cache=True)
+def _inverse_portable_serial(a, rows, q, w, wf, ni, nif, w1n, w1nf):
+    for r in range(a.shape[0]):
+        p = rows[r]
+        _inv_limb_portable(a[r], w[p], wf[p], q[p], ni[p], nif[p], w1n[p], w1nf[p])
+
+
+@njit(cache=True, parallel=True)
+def _inverse_portable_parallel(a, rows, q, w, wf, ni, nif, w1n, w1nf):
     for r in prange(a.shape[0]):
         p = rows[r]
         _inv_limb_portable(a[r], w[p], wf[p], q[p], ni[p], nif[p], w1n[p], w1nf[p])
@@ -602,21 +616,22 @@ def _check(a, rows, t):
     return rows
 
 
-def forward_portable(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
-    rows = _check(a, rows, t)
-    _forward_portable_kernel(a, rows, t.q, t.w_fwd, t.wf_fwd)
-
-
-def inverse_portable(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
-    rows = _check(a, rows, t)
-    _inverse_portable_kernel(a, rows, t.q, t.w_inv, t.wf_inv, t.n_inv, t.n_inv_f,
-                             t.w1_n_inv, t.w1_n_inv_f)
-
-
 def _serial(a):
     # A parallel region costs ~100 us with the workqueue layer here (thread wake-ups), more
     # than one limb at small N: run single limbs, or one thread, serially.
     return a.shape[0] == 1 or numba.get_num_threads() == 1
+
+
+def forward_portable(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
+    rows = _check(a, rows, t)
+    kern = _forward_portable_serial if _serial(a) else _forward_portable_parallel
+    kern(a, rows, t.q, t.w_fwd, t.wf_fwd)
+
+
+def inverse_portable(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
+    rows = _check(a, rows, t)
+    kern = _inverse_portable_serial if _serial(a) else _inverse_portable_parallel
+    kern(a, rows, t.q, t.w_inv, t.wf_inv, t.n_inv, t.n_inv_f, t.w1_n_inv, t.w1_n_inv_f)
 
 
 def forward_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
