@@ -1,0 +1,62 @@
+"""pytest-benchmark suite for the negacyclic NTT (forward and inverse, both kernel families).
+
+Run (short settings; times are per call, divide by `limbs` for per-limb cost)::
+
+    python3 -m pytest bench/bench_ntt.py --benchmark-columns=median,min,rounds \
+        --benchmark-sort=name -q
+
+One limb runs the serial kernel; 16 limbs run the prange kernel with 1 or 2 threads.
+"""
+import functools
+
+import numba
+import numpy as np
+import pytest
+from sympy import isprime
+
+from kernels import cpu, ntt
+
+PATHS = [
+    "portable",
+    pytest.param("ifma", marks=pytest.mark.skipif(not cpu.HAS_IFMA, reason="CPU lacks IFMA")),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _tables(log_n, count=16):
+    n = 1 << log_n
+    primes = []
+    m = ((1 << 50) - 1) // (2 * n)
+    while len(primes) < count:
+        p = 1 + m * 2 * n
+        if isprime(p):
+            primes.append(p)
+        m -= 1
+    return ntt.make_tables(primes, n)
+
+
+@pytest.fixture
+def nthreads(request):
+    old = numba.get_num_threads()
+    yield lambda k: cpu.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
+    cpu.set_num_threads(old)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+@pytest.mark.parametrize("log_n", [14, 15, 16])
+@pytest.mark.parametrize("limbs,threads", [(1, 1), (16, 1), (16, 2)],
+                         ids=["1limb", "16limbs-1thr", "16limbs-2thr"])
+def test_ntt(benchmark, nthreads, path, direction, log_n, limbs, threads):
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} threads available")
+    nthreads(threads)
+    t = _tables(log_n)
+    fn = getattr(ntt, f"{direction}_{path}")
+    rng = np.random.default_rng(0)
+    rows = np.arange(limbs, dtype=np.int64)
+    a = np.stack([rng.integers(0, int(t.q[r]), t.n, dtype=np.uint64) for r in rows])
+    fn(a, rows, t)  # compile / warm up
+    benchmark.extra_info.update(limbs=limbs, threads=threads, n=t.n)
+    benchmark.pedantic(fn, args=(a, rows, t), rounds=40 if limbs == 1 else 8,
+                       iterations=1, warmup_rounds=2)
