@@ -1,0 +1,276 @@
+"""Training of the HE-friendly networks (PyTorch, CPU friendly).
+
+Recipe: random crop (pad 4) + horizontal flip, SGD with Nesterov momentum, linear warm-up
+then cosine decay, weight decay (not on batch norm / polynomial b, c), label smoothing,
+gradient-norm clipping, an L2 pull of the polynomial coefficients a towards 0 and an
+optional activation-range penalty on the inputs of the polynomial activations.
+Model selection uses a validation split held out of the training set; the test set is
+never looked at here.  Checkpoints (``last.pt``, ``best.pt``) allow resuming.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from . import modelfile, zoo
+
+__all__ = ["TrainConfig", "train", "augment_batch", "evaluate_torch"]
+
+
+@dataclass
+class TrainConfig:
+    model: str = "squeezenet"
+    dataset: str = "cifar10"
+    data: str | None = None
+    out: str = "runs/train"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    coef_decay: float = 5e-3        # L2 pull on the poly coefficients a
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clip: float = 5.0
+    act_reg: float = 1e-4           # penalty on poly inputs beyond act_range
+    act_range: float = 4.0
+    poly_init: tuple = (0.1, 1.0, 0.0)
+    activation: str = "poly"
+    n_val: int = 5000
+    seed: int = 0
+    threads: int = 1
+    limit_train: int | None = None  # for smoke tests
+    eval_every: int = 1
+    export: str | None = None       # model file base path written at the end (best on val)
+    progress: bool = True
+    max_minutes: float | None = None  # stop (resumable) after this much wall time
+    channels_last: bool = False     # memory format (a speed choice only)
+
+
+def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Random crop with zero padding ``pad`` and random horizontal flip (uint8 NHWC)."""
+    n, h, w, c = images.shape
+    padded = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=images.dtype)
+    padded[:, pad:pad + h, pad:pad + w] = images
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    flip = rng.random(n) < 0.5
+    out = np.empty_like(images)
+    for i in range(n):
+        crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    return out
+
+
+def _to_tensor(images: np.ndarray):
+    import torch
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def evaluate_torch(net, split: D.Split, batch_size: int = 500) -> float:
+    """Accuracy of a torch network on a split (eval mode)."""
+    import torch
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(split), batch_size):
+            x = _to_tensor(split.images[i:i + batch_size])
+            pred = net(x).argmax(1).numpy()
+            correct += int((pred == split.labels[i:i + batch_size]).sum())
+    return correct / max(len(split), 1)
+
+
+def _progress(it, total, desc, enabled):
+    if enabled:
+        try:
+            from tqdm import tqdm
+            return tqdm(it, total=total, desc=desc, leave=False, mininterval=5.0,
+                        file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            pass
+    return it
+
+
+def _param_groups(net, cfg: TrainConfig):
+    from .torch_modules import PolyAct
+    decay, no_decay, coef_a = [], [], []
+    for mod in net.modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            if isinstance(mod, PolyAct):
+                (coef_a if pname == "a" else no_decay).append(p)
+            elif p.dim() <= 1:  # BN affine, biases
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": coef_a, "weight_decay": cfg.coef_decay}]
+
+
+def _lr_at(step: int, total: int, warm: int, base: float) -> float:
+    if step < warm:
+        return base * (step + 1) / warm
+    t = (step - warm) / max(total - warm, 1)
+    return base * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _log(path: Path, rec: dict):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def build_net(cfg: TrainConfig):
+    from .torch_modules import GraphNet
+    classes = D.NUM_CLASSES[cfg.dataset]
+    graph = zoo.build(cfg.model, classes, cfg.activation)
+    graph.name = f"{cfg.model}-{cfg.dataset}"
+    return graph, GraphNet(graph, tuple(cfg.poly_init))
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+    """Train (or resume) and export the best-on-validation model; returns a summary."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last_ckpt, best_ckpt = out / "last.pt", out / "best.pt"
+    if resume and last_ckpt.is_file():
+        state = torch.load(last_ckpt, map_location="cpu", weights_only=False)
+        saved = state["config"]
+        saved["poly_init"] = tuple(saved["poly_init"])
+        # the schedule and data are fixed by the run; allow changing only run-control fields
+        for k in ("threads", "progress", "max_minutes", "export", "data", "out", "channels_last"):
+            saved[k] = getattr(cfg, k)
+        if cfg.epochs != saved["epochs"]:
+            log(f"note: extending schedule from {saved['epochs']} to {cfg.epochs} epochs")
+            saved["epochs"] = cfg.epochs
+        cfg = TrainConfig(**saved)
+    else:
+        state = None
+        with open(out / "config.json", "w") as f:
+            json.dump(asdict(cfg), f, indent=1)
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    full = D.load_dataset(cfg.dataset, cfg.data, "train")
+    tr, val = D.train_val_split(full, cfg.n_val, seed=12345)
+    if cfg.limit_train:
+        tr = D.Split(tr.images[:cfg.limit_train], tr.labels[:cfg.limit_train])
+    graph, net = build_net(cfg)
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net = net.to(memory_format=mf)
+    opt = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=True)
+    steps_per_epoch = math.ceil(len(tr) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    start_epoch, step, best_val, history = 0, 0, -1.0, []
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step, best_val = state["epoch"], state["step"], state["best_val"]
+        history = state.get("history", [])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed {cfg.model} at epoch {start_epoch}/{cfg.epochs} (best val {best_val:.4f})")
+    log(f"{cfg.model} on {cfg.dataset}: {len(tr)} train / {len(val)} val, {cfg.epochs} epochs, "
+        f"{graph.params()} params, {graph.macs() / 1e6:.1f}M MACs, depth {graph.depth()}")
+    t_start = time.time()
+    from .torch_modules import poly_modules
+    polys = poly_modules(net)
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        net.record_poly_inputs = cfg.act_reg > 0
+        perm = rng.permutation(len(tr))
+        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+        bar = _progress(range(steps_per_epoch), steps_per_epoch,
+                        f"{cfg.model} ep {epoch + 1}/{cfg.epochs}", cfg.progress)
+        for b in bar:
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x = _to_tensor(augment_batch(tr.images[idx], rng)).contiguous(memory_format=mf)
+            y = torch.from_numpy(tr.labels[idx])
+            lr = _lr_at(step, total, warm, cfg.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if cfg.act_reg > 0:
+                pen = sum(F.relu(t.abs() - cfg.act_range).pow(2).mean() for t in net.poly_inputs)
+                loss_total = loss + cfg.act_reg * pen
+            else:
+                loss_total = loss
+            if not torch.isfinite(loss_total):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} step {step}; "
+                                         "lower --lr or raise --clip/--act-reg")
+            opt.zero_grad(set_to_none=True)
+            loss_total.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            seen += len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            if hasattr(bar, "set_postfix") and b % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                lr=f"{lr:.4f}")
+        net.record_poly_inputs = False
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "lr": lr, "sec": time.time() - t0,
+               "a_absmax": max((float(p.a.abs().max()) for p in polys), default=0.0)}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            rec["val_acc"] = evaluate_torch(net, val)
+            if rec["val_acc"] > best_val:
+                best_val = rec["val_acc"]
+                torch.save({"model": net.state_dict(), "epoch": epoch + 1, "val_acc": best_val,
+                            "config": asdict(cfg)}, best_ckpt)
+        history.append(rec)
+        _log(out / "log.jsonl", rec)
+        log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in rec.items()))
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                    "step": step, "best_val": best_val, "config": asdict(cfg),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "history": history}, str(last_ckpt) + ".tmp")
+        os.replace(str(last_ckpt) + ".tmp", last_ckpt)
+        if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes and epoch + 1 < cfg.epochs:
+            log(f"stopping after {cfg.max_minutes} min; resume with --resume")
+            break
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "epochs_done": len(history),
+               "epochs": cfg.epochs, "best_val": best_val, "out": str(out)}
+    if cfg.export:
+        summary["export"] = str(export_checkpoint(best_ckpt, cfg.export))
+        log(f"exported best-on-val weights to {summary['export']}")
+    return summary
+
+
+def export_checkpoint(ckpt, path, name: str | None = None):
+    """Write the model file for a training checkpoint (``best.pt`` / ``last.pt``)."""
+    import torch
+    from .torch_modules import export_weights
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = dict(state["config"])
+    cfg["poly_init"] = tuple(cfg["poly_init"])
+    cfg = TrainConfig(**cfg)
+    graph, net = build_net(cfg)
+    net.load_state_dict(state["model"])
+    if name:
+        graph.name = name
+    graph.metadata = dict(graph.metadata, dataset=cfg.dataset, epochs=state["epoch"],
+                          val_acc=state.get("val_acc", state.get("best_val")),
+                          recipe={k: getattr(cfg, k) for k in (
+                              "epochs", "batch_size", "lr", "weight_decay", "coef_decay",
+                              "label_smoothing", "clip", "act_reg", "act_range", "seed",
+                              "n_val")})
+    w = {k: v.astype(np.float32) for k, v in export_weights(net).items()}
+    return modelfile.save(path, graph, w)
