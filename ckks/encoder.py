@@ -129,8 +129,11 @@ class Encoder:
             for j in range(k):
                 for i in range(j + 1, k):
                     g[j, i] = pow(int(q[j]), -1, int(q[i]))
-            self._garner[level] = g
+            big = 1
+            for p in q.tolist():
+                big *= p
+            self._garner[level] = (g, basis.mixed_radix_digits(big // 2, q.tolist()))
         out = np.empty(data.shape[1], dtype=np.float64)
-        basis.crt_to_float(data, q, self._garner[level], out)
+        basis.crt_to_float(data, q, *self._garner[level], out)
         return out
 

@@ -64,44 +64,53 @@ def lift_centered(x, q_src, q, out):
 
 
 @njit(cache=True, parallel=True)
-def crt_to_float(x, q, garner_inv, out):
+def crt_to_float(x, q, garner_inv, half_digits, out):
     """Centred CRT reconstruction of (k, N) residues to float64 values, exact up to rounding.
 
-    garner_inv[j, i] = q_j^-1 mod q_i (j < i).  Mixed-radix digits are computed exactly with
-    Garner's algorithm; the value is then evaluated by Horner's rule in float64, so its
-    relative error is ~k*2^-53 however large Q is.  Values above Q/2 are negative: their
-    digits are recomputed for Q - x so no cancellation happens.
+    garner_inv[j, i] = q_j^-1 mod q_i (j < i); half_digits are the mixed-radix digits of
+    floor(Q/2).  Mixed-radix digits of x are computed exactly with Garner's algorithm and
+    compared with floor(Q/2) to decide the sign exactly; the value is then evaluated by
+    Horner's rule in float64, so its relative error is ~k*2^-53 however large Q is.
+    Negative values get the digits of Q - x, so no cancellation happens.
     """
     k, n = x.shape
     for j in prange(n):
         d = np.empty(k, dtype=np.uint64)
-        # Garner on x
-        for i in range(k):
-            qi = q[i]
-            qinv = 1.0 / float64(qi)
-            t = x[i, j]
-            for l in range(i):
-                s = t + (qi - d[l] % qi)
-                s = min(s, s - qi)
-                t = mulmod(s, garner_inv[l, i], qi, qinv)
-            d[i] = t
-        # x / Q = sum_i d_i / (q_i ... q_{k-1}), accumulated from the least significant digit
-        frac = 0.0
-        for i in range(k):
-            frac = (frac + float64(d[i])) / float64(q[i])
-        negative = frac >= 0.5
+        _garner(x, j, q, garner_inv, False, d)
+        negative = False
+        for i in range(k - 1, -1, -1):
+            if d[i] != half_digits[i]:
+                negative = d[i] > half_digits[i]
+                break
         if negative:
-            for i in range(k):
-                qi = q[i]
-                qinv = 1.0 / float64(qi)
-                t = x[i, j]
-                t = min(qi - t, uint64(0) - t)  # (q - x) mod q, 0 stays 0
-                for l in range(i):
-                    s = t + (qi - d[l] % qi)
-                    s = min(s, s - qi)
-                    t = mulmod(s, garner_inv[l, i], qi, qinv)
-                d[i] = t
+            _garner(x, j, q, garner_inv, True, d)
         acc = 0.0
         for i in range(k - 1, -1, -1):
             acc = acc * float64(q[i]) + float64(d[i])
         out[j] = -acc if negative else acc
+
+
+@njit(inline="always", cache=True)
+def _garner(x, j, q, garner_inv, negate, d):
+    """Mixed-radix digits d of x[:, j] (or of Q - x[:, j]): x = d_0 + q_0 (d_1 + q_1 (...))."""
+    k = x.shape[0]
+    for i in range(k):
+        qi = q[i]
+        qinv = 1.0 / float64(qi)
+        t = x[i, j]
+        if negate:
+            t = min(qi - t, uint64(0) - t)  # (q - x) mod q; 0 stays 0
+        for l in range(i):
+            s = t + (qi - d[l] % qi)
+            s = min(s, s - qi)
+            t = mulmod(s, garner_inv[l, i], qi, qinv)
+        d[i] = t
+
+
+def mixed_radix_digits(value: int, primes) -> np.ndarray:
+    """Digits of a non-negative integer below prod(primes) in the mixed radix of ``primes``."""
+    out = []
+    for p in primes:
+        out.append(value % p)
+        value //= p
+    return np.array(out, dtype=np.uint64)
