@@ -153,3 +153,25 @@ shuf_even = intrinsic(_shuffle("shuf_even", (0, 2, 4, 6, 8, 10, 12, 14)))    # d
 shuf_odd = intrinsic(_shuffle("shuf_odd", (1, 3, 5, 7, 9, 11, 13, 15)))
 shuf_ilo = intrinsic(_shuffle("shuf_ilo", (0, 8, 1, 9, 2, 10, 3, 11)))      # interleave
 shuf_ihi = intrinsic(_shuffle("shuf_ihi", (4, 12, 5, 13, 6, 14, 7, 15)))
+
+
+def _permute(name, mask):
+    mask = list(mask)
+
+    def typer(typingctx, a):
+        if a != V8:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.shuffle_vector(args[0], ir.Constant(_VEC, ir.Undefined),
+                                          ir.Constant(ir.VectorType(_I32, 8), mask))
+
+        return V8(a), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return typer
+
+
+# Lane spreads of one vector (twiddles of the in-register NTT stages).
+spread4 = intrinsic(_permute("spread4", (0, 0, 0, 0, 1, 1, 1, 1)))
+spread2 = intrinsic(_permute("spread2", (0, 0, 1, 1, 2, 2, 3, 3)))

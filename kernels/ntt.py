@@ -28,8 +28,8 @@ from numba import njit, prange
 
 from .cpu import HAS_IFMA, USE_IFMA
 from .ifma import (madd52hi, madd52lo, shuf_even, shuf_hi1, shuf_hi2, shuf_hi4, shuf_ihi,
-                   shuf_ilo, shuf_lo1, shuf_lo2, shuf_lo4, shuf_odd, vadd, vand, vbcast, vload,
-                   vmin, vstore, vsub)
+                   shuf_ilo, shuf_lo1, shuf_lo2, shuf_lo4, shuf_odd, spread2, spread4, vadd,
+                   vand, vbcast, vload, vmin, vstore, vsub)
 
 MAX_PRIME_BITS = 50
 MIN_LOG_N = 4
@@ -55,9 +55,6 @@ class NTTTables(typing.NamedTuple):
     w1_n_inv: np.ndarray   # (k,) uint64: w_inv[1] * N^-1 mod q (folded into the last GS stage)
     w1_n_inv_f: np.ndarray  # (k,) float64
     w1_n_inv_s: np.ndarray  # (k,) uint64
-    wx_fwd: np.ndarray     # (k, 4, N/2) uint64: lane-expanded twiddles of the forward stages
-    #                        t=4 ([0] value, [1] Shoup) and t=2 ([2], [3]) for the IFMA kernel
-    wx_inv: np.ndarray     # (k, 4, N/2) uint64: same for the inverse stages t=2 ([0],[1]), t=4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,13 +212,6 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
 
     ws_fwd = shoup(w_fwd)
     ws_inv = shoup(w_inv)
-    # lane l of 8-lane chunk c: stage t=4 uses group n/8 + 2c + l//4, t=2 group n/4 + 4c + l//2
-    c = np.arange(n // 16).reshape(-1, 1)
-    lane = np.arange(8).reshape(1, -1)
-    g4 = (n // 8 + 2 * c + lane // 4).ravel()
-    g2 = (n // 4 + 4 * c + lane // 2).ravel()
-    wx_fwd = np.stack([w_fwd[:, g4], ws_fwd[:, g4], w_fwd[:, g2], ws_fwd[:, g2]], axis=1)
-    wx_inv = np.stack([w_inv[:, g2], ws_inv[:, g2], w_inv[:, g4], ws_inv[:, g4]], axis=1)
 
     return NTTTables(
         q=q_arr, psi=psi_arr, n=n, log_n=log_n,
@@ -229,7 +219,6 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
         w_inv=w_inv, wf_inv=fquot(w_inv), ws_inv=ws_inv,
         n_inv=n_inv, n_inv_f=fquot(n_inv), n_inv_s=shoup(n_inv),
         w1_n_inv=w1n, w1_n_inv_f=fquot(w1n), w1_n_inv_s=shoup(w1n),
-        wx_fwd=np.ascontiguousarray(wx_fwd), wx_inv=np.ascontiguousarray(wx_inv),
     )
 
 
@@ -379,7 +368,7 @@ def _vgs_last(u, v, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero):
 
 
 @njit(cache=True)
-def _fwd_limb_ifma(x, w, ws, wx, qs):
+def _fwd_limb_ifma(x, w, ws, qs):
     n = np.uint64(x.shape[0])
     zero = vbcast(np.uint64(0))
     q = vbcast(qs)
@@ -428,24 +417,27 @@ def _fwd_limb_ifma(x, w, ws, wx, qs):
                 vstore(x, j + t + h, x3)
         m = m << np.uint64(2)
         t = t >> np.uint64(2)
-    # m == n/16 here
-    wx4 = wx[0]
-    wx4s = wx[1]
-    wx2 = wx[2]
-    wx2s = wx[3]
+    # m == n/16 here.  Twiddles of 16-element block c: t=8 group m + c; t=4 groups n/8 + 2c
+    # + lane//4; t=2 groups n/4 + 4c + lane//2; t=1 groups n/2 + 8c + lane.  The 8-lane loads
+    # at n/8 + 2c and n/4 + 4c end below n/2 + 4 <= n: in bounds.
+    q8 = n >> np.uint64(3)
+    q4 = n >> np.uint64(2)
     half = n >> np.uint64(1)
     for c in range(m):
         b = c << np.uint64(4)
         e = c << np.uint64(3)
+        e4 = q8 + (c << np.uint64(1))
+        e2 = q4 + (c << np.uint64(2))
         a0 = vload(x, b)
         a1 = vload(x, b + np.uint64(8))
         a0, a1 = _vct(a0, a1, vbcast(w[m + c]), vbcast(ws[m + c]), two_q, negq, mask, zero)
         u = shuf_lo4(a0, a1)
         v = shuf_hi4(a0, a1)
-        u, v = _vct(u, v, vload(wx4, e), vload(wx4s, e), two_q, negq, mask, zero)
+        u, v = _vct(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
         a0 = shuf_lo2(u, v)
         a1 = shuf_hi2(u, v)
-        a0, a1 = _vct(a0, a1, vload(wx2, e), vload(wx2s, e), two_q, negq, mask, zero)
+        a0, a1 = _vct(a0, a1, spread2(vload(w, e2)), spread2(vload(ws, e2)),
+                      two_q, negq, mask, zero)
         u = shuf_lo1(a0, a1)
         v = shuf_hi1(a0, a1)
         u, v = _vct(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
@@ -458,7 +450,7 @@ def _fwd_limb_ifma(x, w, ws, wx, qs):
 
 
 @njit(cache=True)
-def _inv_limb_ifma(x, w, ws, wx, qs, ni_s, nis_s, w1n_s, w1ns_s):
+def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
     n = np.uint64(x.shape[0])
     zero = vbcast(np.uint64(0))
     q = vbcast(qs)
@@ -474,15 +466,15 @@ def _inv_limb_ifma(x, w, ws, wx, qs, ni_s, nis_s, w1n_s, w1ns_s):
         log_n += np.uint64(1)
     # stages t = 1, 2, 4, 8 in registers on 16-element blocks (t = 8 is the last stage when
     # n == 16), then t >= 16 through memory: radix-2 once if their count is odd, then radix-4.
-    wx2 = wx[0]
-    wx2s = wx[1]
-    wx4 = wx[2]
-    wx4s = wx[3]
+    q8 = n >> np.uint64(3)
+    q4 = n >> np.uint64(2)
     half = n >> np.uint64(1)
     m16 = n >> np.uint64(4)
     for c in range(m16):
         b = c << np.uint64(4)
         e = c << np.uint64(3)
+        e4 = q8 + (c << np.uint64(1))
+        e2 = q4 + (c << np.uint64(2))
         a0 = vload(x, b)
         a1 = vload(x, b + np.uint64(8))
         u = shuf_even(a0, a1)
@@ -490,10 +482,11 @@ def _inv_limb_ifma(x, w, ws, wx, qs, ni_s, nis_s, w1n_s, w1ns_s):
         u, v = _vgs(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
         a0 = shuf_lo1(u, v)
         a1 = shuf_hi1(u, v)
-        a0, a1 = _vgs(a0, a1, vload(wx2, e), vload(wx2s, e), two_q, negq, mask, zero)
+        a0, a1 = _vgs(a0, a1, spread2(vload(w, e2)), spread2(vload(ws, e2)),
+                      two_q, negq, mask, zero)
         u = shuf_lo2(a0, a1)
         v = shuf_hi2(a0, a1)
-        u, v = _vgs(u, v, vload(wx4, e), vload(wx4s, e), two_q, negq, mask, zero)
+        u, v = _vgs(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
         a0 = shuf_lo4(u, v)
         a1 = shuf_hi4(u, v)
         if m16 == np.uint64(1):
@@ -570,31 +563,31 @@ def _inv_limb_ifma(x, w, ws, wx, qs, ni_s, nis_s, w1n_s, w1ns_s):
 
 
 @njit(cache=True)
-def _forward_ifma_serial(a, rows, q, w, ws, wx):
+def _forward_ifma_serial(a, rows, q, w, ws):
     for r in range(a.shape[0]):
         p = rows[r]
-        _fwd_limb_ifma(a[r], w[p], ws[p], wx[p], q[p])
+        _fwd_limb_ifma(a[r], w[p], ws[p], q[p])
 
 
 @njit(cache=True, parallel=True)
-def _forward_ifma_parallel(a, rows, q, w, ws, wx):
+def _forward_ifma_parallel(a, rows, q, w, ws):
     for r in prange(a.shape[0]):
         p = rows[r]
-        _fwd_limb_ifma(a[r], w[p], ws[p], wx[p], q[p])
+        _fwd_limb_ifma(a[r], w[p], ws[p], q[p])
 
 
 @njit(cache=True)
-def _inverse_ifma_serial(a, rows, q, w, ws, wx, ni, nis, w1n, w1ns):
+def _inverse_ifma_serial(a, rows, q, w, ws, ni, nis, w1n, w1ns):
     for r in range(a.shape[0]):
         p = rows[r]
-        _inv_limb_ifma(a[r], w[p], ws[p], wx[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
+        _inv_limb_ifma(a[r], w[p], ws[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
 
 
 @njit(cache=True, parallel=True)
-def _inverse_ifma_parallel(a, rows, q, w, ws, wx, ni, nis, w1n, w1ns):
+def _inverse_ifma_parallel(a, rows, q, w, ws, ni, nis, w1n, w1ns):
     for r in prange(a.shape[0]):
         p = rows[r]
-        _inv_limb_ifma(a[r], w[p], ws[p], wx[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
+        _inv_limb_ifma(a[r], w[p], ws[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,7 +632,7 @@ def forward_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
         raise RuntimeError("this CPU has no AVX-512 IFMA: use forward_portable")
     rows = _check(a, rows, t)
     kern = _forward_ifma_serial if _serial(a) else _forward_ifma_parallel
-    kern(a, rows, t.q, t.w_fwd, t.ws_fwd, t.wx_fwd)
+    kern(a, rows, t.q, t.w_fwd, t.ws_fwd)
 
 
 def inverse_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
@@ -647,7 +640,7 @@ def inverse_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
         raise RuntimeError("this CPU has no AVX-512 IFMA: use inverse_portable")
     rows = _check(a, rows, t)
     kern = _inverse_ifma_serial if _serial(a) else _inverse_ifma_parallel
-    kern(a, rows, t.q, t.w_inv, t.ws_inv, t.wx_inv, t.n_inv, t.n_inv_s, t.w1_n_inv,
+    kern(a, rows, t.q, t.w_inv, t.ws_inv, t.n_inv, t.n_inv_s, t.w1_n_inv,
          t.w1_n_inv_s)
 
 
