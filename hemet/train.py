@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         net.record_poly_inputs = False
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "lr": lr, "sec": time.time() - t0,
-               "a_absmax": max((float(p.a.abs().max()) for p in polys), default=0.0)}
+               "a_absmax": max((float(p.a.detach().abs().max()) for p in polys), default=0.0)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             rec["val_acc"] = evaluate_torch(net, val)
             if rec["val_acc"] > best_val:

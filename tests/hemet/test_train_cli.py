@@ -1,0 +1,151 @@
+import json
+
+import numpy as np
+import pytest
+
+from hemet import cli, data as D, modelfile, reference, zoo
+from hemet.train import augment_batch
+
+from helpers import random_weights
+
+
+def test_augment_batch_is_crop_and_flip():
+    rng = np.random.default_rng(0)
+    imgs = np.random.default_rng(1).integers(1, 256, (40, 8, 8, 3), dtype=np.uint8)
+    out = augment_batch(imgs, rng, pad=2)
+    assert out.shape == imgs.shape and out.dtype == np.uint8
+    changed = 0
+    for src, dst in zip(imgs, out):
+        pad = np.zeros((12, 12, 3), np.uint8)
+        pad[2:10, 2:10] = src
+        found = any(np.array_equal(dst, c if not f else c[:, ::-1])
+                    for dy in range(5) for dx in range(5) for f in (0, 1)
+                    for c in [pad[dy:dy + 8, dx:dx + 8]])
+        assert found
+        changed += not np.array_equal(src, dst)
+    assert changed > 20  # most images are actually transformed
+
+
+def _run(capsys, argv):
+    rc = cli.main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_eval_plain_json_on_sample(tmp_path, capsys):
+    g = zoo.build("hemet-fire1-4", 10)
+    w = random_weights(g, seed=3, dtype=np.float32)
+    modelfile.save(tmp_path / "rand", g, w)
+    rc, out, _ = _run(capsys, ["eval", "--plain", "--model", str(tmp_path / "rand.json"),
+                               "--dataset", "sample", "--json"])
+    assert rc == 0
+    res = json.loads(out)
+    assert set(res) == {"model", "accuracy", "n"} and res["n"] == 64
+    s = D.load_sample()
+    m = modelfile.load(tmp_path / "rand")
+    expect = float((reference.forward(m, D.to_nchw_float(s.images)).argmax(1) == s.labels).mean())
+    assert res["accuracy"] == pytest.approx(expect)
+
+
+def test_eval_errors(tmp_path, capsys, cifar10_dir):
+    rc, _, err = _run(capsys, ["eval", "--plain", "--model", str(tmp_path / "none"),
+                               "--dataset", "sample"])
+    assert rc == 2 and "no model" in err
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "bad.npz").write_bytes(b"")
+    rc, _, err = _run(capsys, ["eval", "--plain", "--model", str(tmp_path / "bad.json"),
+                               "--dataset", "sample"])
+    assert rc == 2 and "JSON" in err
+    g = zoo.build("squeezenet", 10)
+    modelfile.save(tmp_path / "ok", g, random_weights(g))
+    rc, _, err = _run(capsys, ["eval", "--plain", "--model", str(tmp_path / "ok"),
+                               "--data", str(tmp_path / "missing"), "--dataset", "cifar10"])
+    assert rc == 2 and "does not exist" in err
+
+
+def test_subcommand_registry():
+    assert {"train", "eval"} <= set(cli.COMMANDS)
+    with pytest.raises(ValueError):
+        cli.register("eval", "dup", lambda p: None, lambda a: 0)
+    cli.register("_probe", "test", lambda p: p.add_argument("--x", type=int),
+                 lambda a: a.x + 1)
+    try:
+        assert cli.main(["_probe", "--x", "4"]) == 5
+    finally:
+        del cli.COMMANDS["_probe"]
+
+
+def test_train_export_resume(tmp_path, capsys, cifar10_dir):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    from hemet import torch_modules as TM
+    from hemet.train import evaluate_torch
+    out = tmp_path / "run"
+    base = ["train", "--model", "hemet-fire1-4", "--data", str(cifar10_dir), "--out", str(out),
+            "--batch-size", "16", "--n-val", "20", "--no-progress", "--threads", "1"]
+    rc, stdout, _ = _run(capsys, base + ["--epochs", "2", "--export", str(tmp_path / "m")])
+    assert rc == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["epochs_done"] == 2 and 0 <= summary["best_val"] <= 1
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in log)
+    m = modelfile.load(tmp_path / "m")
+    assert m.graph.depth() == zoo.build("hemet-fire1-4").depth()
+    # the exported file reproduces the best checkpoint's predictions
+    state = torch.load(out / "best.pt", weights_only=False)
+    net = TM.GraphNet(zoo.build("hemet-fire1-4", 10))
+    net.load_state_dict(state["model"])
+    net.eval()
+    s = D.load_sample()
+    with torch.no_grad():
+        t_logits = net(torch.from_numpy(D.to_nchw_float(s.images)).float()).numpy()
+    r_logits = reference.forward(m, D.to_nchw_float(s.images))
+    np.testing.assert_allclose(r_logits, t_logits, atol=1e-3 * max(1, np.abs(r_logits).max()))
+    tr, val = D.train_val_split(D.load_cifar10(cifar10_dir), 20, seed=12345)
+    assert evaluate_torch(net, val) == pytest.approx(state["val_acc"])
+    # resume continues the same run for one more epoch
+    rc, stdout, _ = _run(capsys, base + ["--epochs", "3", "--resume"])
+    assert rc == 0 and "resumed" in stdout
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 3
+
+
+def test_train_is_deterministic(tmp_path, capsys, cifar10_dir):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    finals = []
+    for i in range(2):
+        out = tmp_path / f"r{i}"
+        rc, _, _ = _run(capsys, ["train", "--model", "dwsep", "--data", str(cifar10_dir), "--out",
+                                 str(out), "--batch-size", "25", "--n-val", "20", "--epochs", "1",
+                                 "--no-progress"])
+        assert rc == 0
+        finals.append(torch.load(out / "last.pt", weights_only=False)["model"])
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+SHIPPED = ["squeezenet-cifar10", "hemet-cifar10"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_on_sample(name, capsys):
+    if name not in cli.shipped_models():
+        pytest.skip(f"shipped model {name} not present yet")
+    m = modelfile.load(cli.resolve_model(name))
+    assert m.classes == 10 and m.graph.metadata.get("dataset") == "cifar10"
+    rc, out, _ = _run(capsys, ["eval", "--plain", "--model", name, "--dataset", "sample", "--json"])
+    res = json.loads(out)
+    assert rc == 0 and res["model"] == name and res["n"] == 64
+    assert res["accuracy"] >= 0.5  # far above chance (0.1) for a trained network
+    size = sum(p.stat().st_size for p in cli.resolve_model(name).parent.glob(
+        cli.resolve_model(name).stem + ".*"))
+    assert size < 5_000_000
+
+
+def test_shipped_models_full_test_set(real_cifar10):
+    shipped = cli.shipped_models()
+    if "squeezenet-cifar10" not in shipped:
+        pytest.skip("no shipped model yet")
+    te = D.load_cifar10(real_cifar10, "test")
+    m = modelfile.load(shipped["squeezenet-cifar10"])
+    acc = reference.accuracy(m, te.images[:1000], te.labels[:1000])
+    assert acc >= 0.6
