@@ -161,8 +161,36 @@ def _eval_run(a: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ info
+
+def _info_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="shipped model name, model file path, or a "
+                   "zoo network name (squeezenet, hemet-fire1-4, ...)")
+    p.add_argument("--classes", type=int, default=10, help="head size for zoo network names")
+    p.add_argument("--json", action="store_true")
+
+
+def _info_run(a: argparse.Namespace) -> int:
+    from . import zoo
+    if a.model in zoo.NETWORKS:
+        graph = zoo.build(a.model, a.classes)
+    else:
+        from .modelfile import load
+        graph = load(resolve_model(a.model)).graph
+    s = graph.summary()
+    s["model"] = a.model
+    if a.json:
+        print(json.dumps(s))
+    else:
+        print(f"{a.model}: {s['params']} params ({s['params_folded']} after folding BN), "
+              f"{s['macs'] / 1e6:.2f}M MACs, multiplicative depth {s['depth']}, "
+              f"{s['activations']} polynomial activations")
+    return 0
+
+
 register("train", "train a network on CIFAR (PyTorch)", _train_setup, _train_run)
 register("eval", "evaluate a model file", _eval_setup, _eval_run)
+register("info", "parameters, MACs and multiplicative depth of a network", _info_setup, _info_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

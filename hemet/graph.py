@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .layers import NAME_RE, AvgPool, BatchNorm, Concat, GlobalAvgPool, LayerError, Node, Normalize
+from .layers import AvgPool, BatchNorm, Concat, GlobalAvgPool, LayerError, Node, Normalize
 
-__all__ = ["Graph", "GraphError", "INPUT"]
+__all__ = ["Graph", "GraphError", "INPUT", "depth", "params", "macs"]
 
 INPUT = "input"
 
@@ -166,6 +166,28 @@ class Graph:
                 "activations": self.count("poly") + self.count("square")}
 
 
-def _check_name(name):
-    if not NAME_RE.match(name):
-        raise GraphError(f"bad name {name!r}")
+
+
+def _graph_of(model) -> Graph:
+    """Accept a Graph, a loaded Model, or a model file path."""
+    if isinstance(model, Graph):
+        return model
+    if hasattr(model, "graph") and isinstance(model.graph, Graph):
+        return model.graph
+    from .modelfile import load
+    return load(model).graph
+
+
+def depth(model) -> int:
+    """Multiplicative depth of a Graph / Model / model file (see module doc)."""
+    return _graph_of(model).depth()
+
+
+def params(model, folded: bool = False) -> int:
+    """Trainable parameter count (``folded``: after folding batch norm into convs)."""
+    return _graph_of(model).params(folded)
+
+
+def macs(model) -> int:
+    """Multiply-accumulates per image."""
+    return _graph_of(model).macs()

@@ -180,3 +180,31 @@ def test_params_and_macs_by_hand():
 def test_unknown_network():
     with pytest.raises(ValueError, match="unknown network"):
         zoo.build("resnet")
+
+
+def test_cost_functions_accept_graph_model_and_path(tmp_path):
+    import numpy as np
+
+    from hemet import graph as G, modelfile
+    from helpers import random_weights
+    g = zoo.build("hemet-fire3-4", 10)
+    modelfile.save(tmp_path / "m", g, random_weights(g))
+    m = modelfile.load(tmp_path / "m")
+    for obj in (g, m, tmp_path / "m.json"):
+        assert G.depth(obj) == _expected_depth("hemet-fire3-4")
+        assert G.params(obj) == g.params() and G.macs(obj) == g.macs()
+    # parameters by hand from the weight shapes (BN running stats are not parameters)
+    by_hand = sum(int(np.prod(s)) for k, s in g.weight_shapes().items() if "running" not in k)
+    assert G.params(g) == by_hand
+    assert G.params(g, folded=True) < G.params(g)
+
+
+def test_info_command(capsys):
+    import json
+
+    from hemet import cli
+    assert cli.main(["info", "--model", "hemet-fire1-4", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    g = zoo.build("hemet-fire1-4", 10)
+    assert s["depth"] == g.depth() == _expected_depth("hemet-fire1-4")
+    assert s["macs"] == g.macs() and s["params"] == g.params() and s["activations"] == 5

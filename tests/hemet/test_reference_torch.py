@@ -130,3 +130,23 @@ def test_poly_activation_is_trainable_polynomial():
     assert torch.allclose(p.a.grad, (x ** 2).sum(0)) and torch.allclose(p.c.grad, torch.full((2,), 2.0))
     assert sum(1 for _ in TM.GraphNet(zoo.build("squeezenet")).modules()
                if isinstance(_, TM.PolyAct)) == 9
+
+
+@pytest.mark.parametrize("name", zoo.network_names())
+def test_macs_and_params_match_torch_count(name):
+    g = zoo.build(name, 100)
+    net = TM.GraphNet(g)
+    counted = []
+
+    def hook(mod, inp, out):
+        counted.append(out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0]
+                       * mod.kernel_size[1])
+
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 32, 32))
+    assert sum(counted) == g.macs()
+    assert sum(p.numel() for p in net.parameters()) == g.params()
