@@ -15,3 +15,4 @@ from .rlwe.keys import (KeyGenerator, SecretKey, PublicKey, RelinKey, GaloisKeys
 from .rlwe.encryptor import Encryptor  # noqa: F401
 from .rlwe.decryptor import Decryptor  # noqa: F401
 from .evaluator import Evaluator  # noqa: F401
+from .trace import Trace  # noqa: F401

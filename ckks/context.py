@@ -32,6 +32,7 @@ class Context:
         for p in params.p:
             p_prod *= p
         self.p_product = p_prod
+        self._log_q = np.cumsum([np.log2(float(x)) for x in params.q]).tolist()
         self._encoder = None
 
     def __repr__(self):
@@ -43,6 +44,10 @@ class Context:
 
     def qp_rows(self, level: int) -> np.ndarray:
         return self._qp_rows[level]
+
+    def log_q(self, level: int) -> float:
+        """log2 of Q_level, the modulus left at ``level``."""
+        return self._log_q[level]
 
     def moduli(self, rows: np.ndarray) -> np.ndarray:
         return self.q_all[rows]

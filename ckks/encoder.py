@@ -91,6 +91,8 @@ class Encoder:
         scale = ctx.params.scale if scale is None else float(scale)
         if not (scale >= 1.0 and np.isfinite(scale)):
             raise ValueError(f"scale must be a finite number >= 1, got {scale}")
+        if np.log2(scale) >= ctx.log_q(level) - 1:
+            raise ValueError(f"scale 2^{np.log2(scale):.1f} does not fit the modulus 2^{ctx.log_q(level):.1f} at level {level}")
         coeffs = np.round(self.embed_inverse(values) * scale)
         rows = ctx.q_rows(level)
         data = self.coeffs_to_rns(coeffs, rows)

@@ -67,6 +67,7 @@ class Evaluator:
     def _q(self, level):
         return self.ctx.q_all[: level + 1]
 
+    @_op("drop_level")
     def drop_level(self, x, level: int):
         """The same value at a lower level (drops primes; exact, scale unchanged)."""
         self._check(x)
@@ -95,13 +96,22 @@ class Evaluator:
             f"scales 2^{np.log2(a.scale):.4f} and 2^{np.log2(b.scale):.4f} differ and their ratio "
             f"{ratio:.6g} is not an integer; rescale or encode the plaintext at the ciphertext's scale")
 
+    def _checked_scale(self, scale: float, level: int) -> float:
+        """A product's scale must stay well below Q_level or decryption wraps around."""
+        log_q = self.ctx.log_q(level)
+        if np.log2(scale) >= log_q - 2:
+            raise LevelError(
+                f"scale 2^{np.log2(scale):.1f} would exceed the modulus 2^{log_q:.1f} left at level {level}: "
+                "rescale before multiplying again")
+        return scale
+
     def _mul_int(self, ct, r: int):
         q = self._q(ct.level)
         c = np.array([r % int(x) for x in q], dtype=np.uint64)
         out = np.empty_like(ct.data)
         for i in range(ct.size):
             modarith.mul_scalar(ct.data[i], c, q, out[i])
-        return Ciphertext(out, ct.level, ct.scale * r, ct.context_id)
+        return Ciphertext(out, ct.level, self._checked_scale(ct.scale * r, ct.level), ct.context_id)
 
     def _as_operand(self, ct, other, for_multiply: bool):
         """Plaintext/Ciphertext pass through; numbers and arrays are encoded for ``ct``."""
@@ -129,13 +139,13 @@ class Evaluator:
     # -- addition ------------------------------------------------------------------------
     @_op("add")
     def add(self, a: Ciphertext, b):
-        return self._add_sub(a, b, negate_b=False)
+        return self._add_sub(a, b)
 
     @_op("sub")
     def sub(self, a: Ciphertext, b):
-        return self._add_sub(a, b, negate_b=False, subtract=True)
+        return self._add_sub(a, b, subtract=True)
 
-    def _add_sub(self, a, b, negate_b=False, subtract=False):
+    def _add_sub(self, a, b, subtract=False):
         self._check(a)
         if not isinstance(a, Ciphertext):
             raise TypeError("the first operand must be a Ciphertext")
@@ -186,7 +196,7 @@ class Evaluator:
             out = np.empty_like(a.data)
             for i in range(a.size):
                 modarith.mul_scalar(a.data[i], c, self._q(a.level), out[i])
-            return Ciphertext(out, a.level, a.scale * b.scale, a.context_id)
+            return Ciphertext(out, a.level, self._checked_scale(a.scale * b.scale, a.level), a.context_id)
         level = min(a.level, b.level)
         a, b = self.drop_level(a, level), self.drop_level(b, level)
         q = self._q(level)
@@ -194,7 +204,7 @@ class Evaluator:
             out = np.empty_like(a.data)
             for i in range(a.size):
                 modarith.mul(a.data[i], b.data, q, out[i])
-            return Ciphertext(out, level, a.scale * b.scale, a.context_id)
+            return Ciphertext(out, level, self._checked_scale(a.scale * b.scale, level), a.context_id)
         if a.size != 2 or b.size != 2:
             raise ValueError("relinearize ciphertexts before multiplying them again")
         out = np.empty((3,) + a.data.shape[1:], dtype=np.uint64)
@@ -202,7 +212,7 @@ class Evaluator:
         modarith.mul(a.data[0], b.data[1], q, out[1])
         modarith.mul_add(a.data[1], b.data[0], q, out[1])
         modarith.mul(a.data[1], b.data[1], q, out[2])
-        ct = Ciphertext(out, level, a.scale * b.scale, a.context_id)
+        ct = Ciphertext(out, level, self._checked_scale(a.scale * b.scale, level), a.context_id)
         return self._relinearize(ct) if relinearize else ct
 
     @_op("square")
@@ -216,7 +226,7 @@ class Evaluator:
         modarith.mul(a.data[0], a.data[1], q, out[1])
         modarith.add(out[1], out[1], q, out[1])
         modarith.mul(a.data[1], a.data[1], q, out[2])
-        ct = Ciphertext(out, a.level, a.scale * a.scale, a.context_id)
+        ct = Ciphertext(out, a.level, self._checked_scale(a.scale * a.scale, a.level), a.context_id)
         return self._relinearize(ct) if relinearize else ct
 
     @_op("relinearize")
@@ -255,10 +265,7 @@ class Evaluator:
             _rescale_kernel(a.data[i], rows, self.ctx.tables, self._q_last_inv[level], out[i])
         return Ciphertext(out, level - 1, a.scale / self.ctx.primes[level], a.context_id)
 
-    @_op("drop_level")
-    def mod_switch_to(self, a, level: int):
-        """Alias of ``drop_level`` recorded in traces (SEAL: mod_switch_to)."""
-        return self.drop_level(a, level)
+    mod_switch_to = drop_level  # SEAL's name
 
     # -- rotations -----------------------------------------------------------------------
     def _perm(self, g):

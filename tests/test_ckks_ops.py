@@ -153,6 +153,8 @@ def test_level_and_scale_matching(small):
         bottom = ev.rescale(ev.multiply(bottom, 1.0))
     with pytest.raises(ckks.LevelError):
         ev.rescale(bottom)
+    with pytest.raises(ckks.LevelError, match="rescale before"):
+        ev.multiply(ev.drop_level(ev.square(cx), 1), x)  # 2^80 * 2^40 > Q_1 ~ 2^90
 
 
 def test_integer_scale_ratio_addition_is_exact(small):

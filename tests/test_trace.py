@@ -208,7 +208,7 @@ def test_table_lists_every_op_and_clear(env):
     b = ev.add(b, 1.0)
     b = ev.sub(b, 1.0)
     b = ev.negate(b)
-    b = ev.multiply(b, 2.0)
+    b = ev.rescale(ev.multiply(b, 2.0))
     b = ev.rescale(ev.square(b))
     b = ev.mod_switch_to(b, 0)
     s = ev.sum_slots(a, 2)

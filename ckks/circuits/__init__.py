@@ -1,0 +1,2 @@
+"""Circuits built on the evaluator: linear transforms (diagonal method, BSGS)."""
+from .lintrans import LinearTransform  # noqa: F401
