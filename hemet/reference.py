@@ -60,10 +60,17 @@ def run_node(layer: L.Op, args: list[np.ndarray], w: dict[str, np.ndarray]) -> n
         return conv2d(x, w["weight"], w.get("bias"), layer.stride, layer.padding, layer.groups)
     if isinstance(layer, L.BatchNorm):
         scale = w["weight"] / np.sqrt(w["running_var"] + layer.eps)
-        return (x - _chan(w["running_mean"], x.ndim)) * _chan(scale, x.ndim) + _chan(w["bias"], x.ndim)
+        shift = w["bias"] - w["running_mean"] * scale
+        y = x * _chan(scale, x.ndim)
+        y += _chan(shift, x.ndim)
+        return y
     if isinstance(layer, L.Poly):
         a, b, c = (_chan(w[k], x.ndim) for k in "abc")
-        return (a * x + b) * x + c
+        y = a * x
+        y += b
+        y *= x
+        y += c
+        return y
     if isinstance(layer, L.Square):
         return x * x
     if isinstance(layer, L.AvgPool):
