@@ -16,3 +16,4 @@ from .rlwe.encryptor import Encryptor  # noqa: F401
 from .rlwe.decryptor import Decryptor  # noqa: F401
 from .evaluator import Evaluator  # noqa: F401
 from .trace import Trace  # noqa: F401
+from . import serialization  # noqa: F401

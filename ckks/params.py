@@ -140,6 +140,15 @@ class Parameters:
         text = f"ckks-v1|{self.log_n}|{self.scale_bits}|{self.q}|{self.p}|{self.dnum}"
         return hashlib.sha256(text.encode()).digest()[:16]
 
+    def to_bytes(self) -> bytes:
+        from .serialization import dump_parameters
+        return dump_parameters(self)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> "Parameters":
+        from .serialization import load_parameters
+        return load_parameters(data)
+
     def describe(self) -> str:
         return (f"N=2^{self.log_n} slots={self.slots} depth={self.depth} scale=2^{self.scale_bits} "
                 f"log2(QP)={self.log_qp:.1f} (max {MAX_LOG_QP_128.get(self.log_n, 'n/a')}) "

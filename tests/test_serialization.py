@@ -459,3 +459,22 @@ def test_dump_rejects_malformed_objects(kit):
         ser.dump_ciphertext(ckks.Ciphertext(ct.data, ct.level, ct.scale, b"short"))
     with pytest.raises(TypeError):
         ser.load_ciphertext(kit.params, ser.dump_ciphertext(ct))
+
+
+def test_key_and_parameter_methods_round_trip():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ckks.SecurityWarning)
+        params = ckks.Parameters(log_n=10, depth=2, allow_insecure=True)
+        assert ckks.Parameters.from_bytes(params.to_bytes()) == params
+    ctx = ckks.Context(params)
+    kg = ckks.KeyGenerator(ctx)
+    pk = ckks.PublicKey.from_bytes(ctx, kg.public_key.to_bytes())
+    assert np.array_equal(pk.data, kg.public_key.data)
+    rk = kg.relin_key()
+    assert np.array_equal(ckks.RelinKey.from_bytes(ctx, rk.to_bytes()).data, rk.data)
+    gk = kg.galois_keys([1, 3])
+    gk2 = ckks.GaloisKeys.from_bytes(ctx, gk.to_bytes())
+    assert gk2.elements == gk.elements
+    assert all(np.array_equal(gk2.get(g).data, gk.get(g).data) for g in gk.elements)
+    assert not hasattr(kg.secret_key, "to_bytes")

@@ -8,7 +8,7 @@ import numpy as np
 
 from kernels import modarith
 from kernels.automorphism import galois_permutation, permute
-from ..errors import KeyMissingError
+from ..errors import ContextMismatchError, KeyMissingError
 from ..ring import sampling
 
 
@@ -32,6 +32,15 @@ class PublicKey:
         self.data = data  # (2, L+1, N): (b, a) with b = -a s + e
         self.context_id = context_id
 
+    def to_bytes(self) -> bytes:
+        from ..serialization import dump_public_key
+        return dump_public_key(self)
+
+    @staticmethod
+    def from_bytes(context, data: bytes) -> "PublicKey":
+        from ..serialization import load_public_key
+        return load_public_key(context, data)
+
 
 class SwitchingKey:
     def __init__(self, data: np.ndarray, context_id: bytes):
@@ -41,6 +50,15 @@ class SwitchingKey:
 
 class RelinKey(SwitchingKey):
     """Switches s^2 to s."""
+
+    def to_bytes(self) -> bytes:
+        from ..serialization import dump_relin_key
+        return dump_relin_key(self)
+
+    @staticmethod
+    def from_bytes(context, data: bytes) -> "RelinKey":
+        from ..serialization import load_relin_key
+        return load_relin_key(context, data)
 
 
 class GaloisKeys:
@@ -64,6 +82,15 @@ class GaloisKeys:
     def elements(self):
         return sorted(self.keys)
 
+    def to_bytes(self) -> bytes:
+        from ..serialization import dump_galois_keys
+        return dump_galois_keys(self)
+
+    @staticmethod
+    def from_bytes(context, data: bytes) -> "GaloisKeys":
+        from ..serialization import load_galois_keys
+        return load_galois_keys(context, data)
+
 
 def galois_element(step: int, n: int) -> int:
     """5^step mod 2N: the automorphism that rotates slots left by ``step``."""
@@ -83,7 +110,7 @@ class KeyGenerator:
         if secret_key is None:
             secret_key = self._new_secret()
         elif secret_key.context_id != context.fingerprint:
-            raise ValueError("secret key belongs to another context")
+            raise ContextMismatchError("secret key belongs to another context")
         self.secret_key = secret_key
         self._public_key = None
 
