@@ -388,3 +388,14 @@ def test_portable_env_forces_portable_path():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_ifma_entry_points_refuse_without_ifma(monkeypatch):
+    """On a CPU without IFMA the IFMA kernels are never compiled or called."""
+    monkeypatch.setattr(ntt, "HAS_IFMA", False)
+    t = tables(16)
+    a = np.zeros((1, 16), dtype=np.uint64)
+    with pytest.raises(RuntimeError, match="IFMA"):
+        ntt.forward_ifma(a, np.zeros(1, np.int64), t)
+    with pytest.raises(RuntimeError, match="IFMA"):
+        ntt.inverse_ifma(a, np.zeros(1, np.int64), t)
