@@ -55,8 +55,8 @@ def test_ntt(benchmark, nthreads, path, direction, log_n, limbs, threads):
     fn = getattr(ntt, f"{direction}_{path}")
     rng = np.random.default_rng(0)
     rows = np.arange(limbs, dtype=np.int64)
-    a = np.stack([rng.integers(0, int(t.q[r]), t.n, dtype=np.uint64) for r in rows])
+    a = np.stack([rng.integers(0, int(t.q[r]), t.w_fwd.shape[1], dtype=np.uint64) for r in rows])
     fn(a, rows, t)  # compile / warm up
-    benchmark.extra_info.update(limbs=limbs, threads=threads, n=t.n)
+    benchmark.extra_info.update(limbs=limbs, threads=threads, n=t.w_fwd.shape[1])
     benchmark.pedantic(fn, args=(a, rows, t), rounds=40 if limbs == 1 else 8,
                        iterations=1, warmup_rounds=2)

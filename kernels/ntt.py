@@ -39,10 +39,11 @@ ACTIVE_PATH = "ifma" if USE_IFMA else "portable"
 
 
 class NTTTables(typing.NamedTuple):
+    """Per-prime NTT tables.  Every field is an array whose first axis is the prime, so
+    ``NTTTables(*(f[idx] for f in t))`` selects (or reorders) primes; N = ``w_fwd.shape[1]``."""
+
     q: np.ndarray          # (k,) uint64 primes, in the order given to make_tables
     psi: np.ndarray        # (k,) uint64 smallest primitive 2N-th root of unity mod q
-    n: int                 # ring degree N
-    log_n: int
     w_fwd: np.ndarray      # (k, N) uint64: w_fwd[i, m+j] = psi^bitrev(m+j)   (CT twiddles)
     wf_fwd: np.ndarray     # (k, N) float64: w_fwd / q (quotient estimate for the float path)
     ws_fwd: np.ndarray     # (k, N) uint64: floor(w_fwd * 2^52 / q) (Shoup companion, IFMA)
@@ -214,7 +215,7 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
     ws_inv = shoup(w_inv)
 
     return NTTTables(
-        q=q_arr, psi=psi_arr, n=n, log_n=log_n,
+        q=q_arr, psi=psi_arr,
         w_fwd=w_fwd, wf_fwd=fquot(w_fwd), ws_fwd=ws_fwd,
         w_inv=w_inv, wf_inv=fquot(w_inv), ws_inv=ws_inv,
         n_inv=n_inv, n_inv_f=fquot(n_inv), n_inv_s=shoup(n_inv),
@@ -672,8 +673,8 @@ def _check(a, rows, t):
         raise TypeError("a must be a 2-D uint64 ndarray")
     if not a.flags.c_contiguous:
         raise ValueError("a must be C-contiguous")
-    if a.shape[1] != t.n:
-        raise ValueError(f"a has {a.shape[1]} columns, tables are for N = {t.n}")
+    if a.shape[1] != t.w_fwd.shape[1]:
+        raise ValueError(f"a has {a.shape[1]} columns, tables are for N = {t.w_fwd.shape[1]}")
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if rows.shape != (a.shape[0],):
         raise ValueError(f"rows must have shape ({a.shape[0]},), got {rows.shape}")

@@ -76,7 +76,7 @@ def negacyclic_mul(a, b, q):
 
 
 def random_poly(rng, t, rows, mode="random"):
-    n = t.n
+    n = t.w_fwd.shape[1]
     a = np.empty((len(rows), n), dtype=np.uint64)
     for r, p in enumerate(rows):
         q = int(t.q[p])
@@ -399,3 +399,14 @@ def test_ifma_entry_points_refuse_without_ifma(monkeypatch):
         ntt.forward_ifma(a, np.zeros(1, np.int64), t)
     with pytest.raises(RuntimeError, match="IFMA"):
         ntt.inverse_ifma(a, np.zeros(1, np.int64), t)
+
+
+def test_tables_subset_by_fancy_index():
+    t = tables(64)
+    sub = ntt.NTTTables(*(f[[2, 0]] for f in t))
+    rows = np.array([0, 1], dtype=np.int64)
+    a = random_poly(np.random.default_rng(5), t, np.array([2, 0]), "random")
+    b = a.copy()
+    ntt.forward(a, np.array([2, 0]), t)
+    ntt.forward(b, rows, sub)
+    assert np.array_equal(a, b)
