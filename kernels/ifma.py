@@ -39,7 +39,8 @@ def _vec_ptr(context, builder, aryty, ary, idx):
 
 
 def _is_u64_array(t):
-    return isinstance(t, types.Array) and t.dtype == types.uint64
+    # C layout only: the vector loads and stores assume unit stride
+    return isinstance(t, types.Array) and t.dtype == types.uint64 and t.layout == "C"
 
 
 @intrinsic
