@@ -683,10 +683,15 @@ def _check(a, rows, t):
     return rows
 
 
+# Below this many coefficients (k * N) a call runs serially: a parallel region costs
+# 30-120 us with the workqueue layer on these VMs (thread wake-ups), about a 2^14-point
+# IFMA transform of 4 limbs.  Also serial with one limb or one thread.
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+
 def _serial(a):
-    # A parallel region costs ~100 us with the workqueue layer here (thread wake-ups), more
-    # than one limb at small N: run single limbs, or one thread, serially.
-    return a.shape[0] == 1 or numba.get_num_threads() == 1
+    return (a.shape[0] < 2 or a.shape[0] * a.shape[1] < PARALLEL_MIN_ELEMENTS
+            or numba.get_num_threads() == 1)
 
 
 def forward_portable(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:

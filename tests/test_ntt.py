@@ -93,13 +93,38 @@ def random_poly(rng, t, rows, mode="random"):
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    """Run with one thread (serial kernels) and with all threads (parallel kernels)."""
+def threads(request, monkeypatch):
+    """One thread (serial kernels) or all threads with the prange kernels forced on."""
     old = numba.get_num_threads()
     want = min(request.param, numba.config.NUMBA_NUM_THREADS)
     cpu.set_num_threads(want)
+    if want > 1:
+        monkeypatch.setattr(ntt, "PARALLEL_MIN_ELEMENTS", 0)
     yield want
     cpu.set_num_threads(old)
+
+
+def test_parallel_kernels_are_used_when_forced(monkeypatch):
+    """The prange kernels give the same result as the serial ones."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only")
+    monkeypatch.setattr(ntt, "PARALLEL_MIN_ELEMENTS", 0)
+    t = tables(256)
+    rows = np.array([2, 0, 1, 1, 0], dtype=np.int64)
+    a = random_poly(np.random.default_rng(9), t, rows, "edges")
+    for path in ("portable", "ifma") if cpu.HAS_IFMA else ("portable",):
+        fwd, inv = kernels(path)
+        b = a.copy()
+        fwd(b, rows, t)
+        c = a.copy()
+        cpu.set_num_threads(1)
+        try:
+            fwd(c, rows, t)
+        finally:
+            cpu.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert np.array_equal(b, c)
+        inv(b, rows, t)
+        assert np.array_equal(b, a)
 
 
 # ---------------------------------------------------------------------------------------------
