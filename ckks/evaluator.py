@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from kernels import modarith
-from kernels.automorphism import galois_permutation, permute
+from kernels.automorphism import add_permute, galois_permutation, permute
 from kernels.rescale import rescale as _rescale_kernel
 from .ciphertext import Ciphertext, Plaintext
 from .errors import ContextMismatchError, KeyMissingError, LevelError, ScaleMismatchError
@@ -284,11 +284,9 @@ class Evaluator:
         if ext is None:
             ext = self._ks.decompose(a.data[1], level)
         u = self._ks.mod_down(self._ks.inner_product(ext, key.data, level), level)
-        q = self._q(level)
-        modarith.add(u[0], a.data[0], q, u[0])
         out = np.empty_like(u)
         perm = self._perm(g)
-        permute(u[0], perm, out[0])
+        add_permute(u[0], a.data[0], self._q(level), perm, out[0])
         permute(u[1], perm, out[1])
         return Ciphertext(out, level, a.scale, a.context_id)
 

@@ -30,15 +30,17 @@ def convert(x, q_from, qhat_inv, q_to, qhat_mod, out):
     for t in prange(m):
         p = q_to[t]
         pinv = 1.0 / float64(p)
+        o = out[t]
         for j in range(n):
-            out[t, j] = 0
+            o[j] = 0
         # y < 2^50 and each product is reduced below p < 2^50, so k < 2^13 terms cannot overflow.
         for i in range(k):
             c = qhat_mod[i, t]
+            yi = y[i]
             for j in range(n):
-                out[t, j] += mulmod(y[i, j], c, p, pinv)
+                o[j] += mulmod(yi[j], c, p, pinv)
         for j in range(n):
-            out[t, j] = reduce_small(out[t, j], p, pinv)
+            o[j] = reduce_small(o[j], p, pinv)
 
 
 @njit(cache=True, parallel=True)

@@ -133,24 +133,45 @@ def reduce_signed(x, q, out):
             out[i, j] = uint64(r)
 
 
+@njit(inline="always", cache=True)
+def mulmod_f(a, af, b, q, qinv):
+    """mulmod with float64(a) supplied, for loops that multiply one a by several b."""
+    quot = uint64(af * float64(b) * qinv)
+    r = int64(a * b - quot * q)
+    if r < 0:
+        r += int64(q)
+    r = uint64(r)
+    return min(r, r - q)
+
+
 @njit(cache=True, parallel=True)
 def key_inner_product(ext, key, rows, q_all, out):
     """out[c, r] = sum_d ext[d, r] * key[d, c, rows[r]] (mod q_all[rows[r]]) for c = 0, 1.
 
     ``ext`` (D, m, N) holds the ModUp-extended digits, ``key`` (D_all, 2, M, N) a key-switching
     key over every prime of the context; ``rows`` picks the key rows of the current basis.
+    Both key components are accumulated in one pass so each digit row is read once.
     """
     d_count, m, n = ext.shape
     for r in prange(m):
         g = rows[r]
         qi = q_all[g]
         qinv = 1.0 / float64(qi)
-        for c in range(2):
+        o0 = out[0, r]
+        o1 = out[1, r]
+        for j in range(n):
+            o0[j] = 0
+            o1[j] = 0
+        # Each term is < q < 2^50, so up to 2^13 digits accumulate without overflow.
+        for d in range(d_count):
+            e = ext[d, r]
+            k0 = key[d, 0, g]
+            k1 = key[d, 1, g]
             for j in range(n):
-                out[c, r, j] = 0
-            # Each term is < q < 2^50, so up to 2^13 digits accumulate without overflow.
-            for d in range(d_count):
-                for j in range(n):
-                    out[c, r, j] += mulmod(ext[d, r, j], key[d, c, g, j], qi, qinv)
-            for j in range(n):
-                out[c, r, j] = reduce_small(out[c, r, j], qi, qinv)
+                x = e[j]
+                xf = float64(x)
+                o0[j] += mulmod_f(x, xf, k0[j], qi, qinv)
+                o1[j] += mulmod_f(x, xf, k1[j], qi, qinv)
+        for j in range(n):
+            o0[j] = reduce_small(o0[j], qi, qinv)
+            o1[j] = reduce_small(o1[j], qi, qinv)
