@@ -1,0 +1,188 @@
+"""Slot layouts: where value (c, h, w) of a C x H x W feature map lives in the ciphertexts.
+
+A layout has a base plane of ``base_h x base_w`` slots and a gap ``g`` (1, 2, 4, ...).  With
+multiplexing (the default), channel ``c`` has sub-position ``t = c mod g^2``,
+``(i, j) = (t // g, t % g)``, and lies in plane ``p = c // g^2`` at
+
+    slot-in-plane = (g*h + i) * base_w + (g*w + j).
+
+Planes follow each other every ``plane_stride`` slots (default ``base_h * base_w``) across the
+ciphertexts: ``global = p * plane_stride + slot-in-plane``, ciphertext ``global // slots``,
+slot ``global % slots``.
+
+With ``g = 1`` this is plain channel-major packing.  After a stride-2 convolution or a 2x2
+pool, keeping ``base_h, base_w`` and doubling ``g`` leaves every value where the strided
+kernel put it and interleaves 4x more channels into the gaps (multiplexed packing, Lee et al.
+ICML 2022) instead of repacking.  ``multiplex=False`` keeps one channel per plane (sub-position
+(0, 0), gaps left empty) and ``Layout.per_channel`` puts each channel in its own ciphertext: the
+one-ciphertext-per-channel layout, for comparison.
+
+Vectors (F,) are treated as (F, 1, 1) maps (``Layout.vector``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Layout", "LayoutError"]
+
+
+class LayoutError(ValueError):
+    """A layout that cannot hold its feature map, or data of the wrong shape."""
+
+
+def _is_pow2(x: int) -> bool:
+    return x >= 1 and not x & (x - 1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    channels: int
+    height: int
+    width: int
+    base_h: int
+    base_w: int
+    gap: int
+    slots: int
+    plane_stride: int | None = None  # default base_h * base_w
+    multiplex: bool = True
+
+    def __post_init__(self):
+        for name in ("channels", "height", "width", "base_h", "base_w", "gap", "slots"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise LayoutError(f"{name} must be a positive int, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not _is_pow2(self.gap):
+            raise LayoutError(f"gap must be a power of two, got {self.gap}")
+        if not _is_pow2(self.slots):
+            raise LayoutError(f"slots must be a power of two, got {self.slots}")
+        g = self.gap
+        if g * self.height > self.base_h or g * self.width > self.base_w:
+            raise LayoutError(
+                f"a {self.height}x{self.width} map with gap {g} needs a base of at least "
+                f"{g * self.height}x{g * self.width}, got {self.base_h}x{self.base_w}")
+        plane = self.base_h * self.base_w
+        if plane > self.slots:
+            raise LayoutError(f"plane of {self.base_h}x{self.base_w} = {plane} slots is larger than "
+                              f"the {self.slots} slots of a ciphertext")
+        stride = plane if self.plane_stride is None else int(self.plane_stride)
+        if stride < plane:
+            raise LayoutError(f"plane_stride {stride} is smaller than the plane ({plane} slots)")
+        if stride < self.slots and self.slots % stride:
+            # planes would straddle ciphertext boundaries; allowed for > slots only if it is a
+            # multiple of slots (whole ciphertexts per plane)
+            raise LayoutError(f"plane_stride {stride} must divide the {self.slots} slots")
+        if stride > self.slots and stride % self.slots:
+            raise LayoutError(f"plane_stride {stride} above {self.slots} slots must be a multiple of it")
+        object.__setattr__(self, "plane_stride", stride)
+        object.__setattr__(self, "multiplex", bool(self.multiplex))
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def packed(cls, channels, height, width, slots, gap=1, base_h=None, base_w=None):
+        """Channel-major packing (gap 1: contiguous planes of height x width slots)."""
+        base_h = gap * height if base_h is None else base_h
+        base_w = gap * width if base_w is None else base_w
+        return cls(channels, height, width, base_h, base_w, gap, slots)
+
+    @classmethod
+    def per_channel(cls, channels, height, width, slots, gap=1, base_h=None, base_w=None):
+        """One ciphertext per channel (each channel's plane at slot 0 of its own ciphertext)."""
+        base_h = gap * height if base_h is None else base_h
+        base_w = gap * width if base_w is None else base_w
+        return cls(channels, height, width, base_h, base_w, gap, slots, plane_stride=slots,
+                   multiplex=False)
+
+    @classmethod
+    def vector(cls, features, slots):
+        """A vector (F,) in slots 0..F-1 (as an (F, 1, 1) map)."""
+        return cls(features, 1, 1, 1, 1, 1, slots)
+
+    def with_shape(self, channels, height, width, gap=None):
+        """The same base, slots and style for another map size (and gap)."""
+        return Layout(channels, height, width, self.base_h, self.base_w,
+                      self.gap if gap is None else gap, self.slots,
+                      None if self.plane_stride == self.base_h * self.base_w else self.plane_stride,
+                      self.multiplex)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    @property
+    def size(self) -> int:
+        return self.channels * self.height * self.width
+
+    @property
+    def channels_per_plane(self) -> int:
+        return self.gap * self.gap if self.multiplex else 1
+
+    @property
+    def n_planes(self) -> int:
+        return -(-self.channels // self.channels_per_plane)
+
+    @property
+    def n_ciphertexts(self) -> int:
+        last = (self.n_planes - 1) * self.plane_stride + self.base_h * self.base_w - 1
+        return last // self.slots + 1
+
+    def global_index(self, c, h, w) -> np.ndarray:
+        c, h, w = (np.asarray(a, dtype=np.int64) for a in (c, h, w))
+        if np.any((c < 0) | (c >= self.channels) | (h < 0) | (h >= self.height)
+                  | (w < 0) | (w >= self.width)):
+            raise LayoutError(f"index out of range for a {self.shape} map")
+        g = self.gap
+        if self.multiplex:
+            t, p = c % (g * g), c // (g * g)
+            i, j = t // g, t % g
+        else:
+            p, i, j = c, 0, 0
+        return p * self.plane_stride + (g * h + i) * self.base_w + (g * w + j)
+
+    def slot_index(self, c, h, w):
+        """(ciphertext index, slot) arrays for values (c, h, w) (broadcast, vectorized)."""
+        gi = self.global_index(c, h, w)
+        return gi // self.slots, gi % self.slots
+
+    def flat_slot_index(self):
+        """(ciphertext, slot) of every value in C-major (c, h, w) order."""
+        c, h, w = np.meshgrid(np.arange(self.channels), np.arange(self.height),
+                              np.arange(self.width), indexing="ij")
+        return self.slot_index(c.ravel(), h.ravel(), w.ravel())
+
+    # ------------------------------------------------------------------ data
+    def pack(self, x) -> list[np.ndarray]:
+        """A (C, H, W) array (or (F,) for a vector layout) -> list of float64 slot vectors."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != self.shape and not (x.ndim == 1 and self.height == self.width == 1
+                                          and x.shape == (self.channels,)):
+            raise LayoutError(f"expected an array of shape {self.shape}, got {x.shape}")
+        ct, slot = self.flat_slot_index()
+        out = np.zeros((self.n_ciphertexts, self.slots))
+        out[ct, slot] = x.ravel()
+        return list(out)
+
+    def unpack(self, vectors) -> np.ndarray:
+        """List of slot vectors -> (C, H, W) array (real parts)."""
+        vectors = list(vectors)
+        if len(vectors) != self.n_ciphertexts:
+            raise LayoutError(f"expected {self.n_ciphertexts} slot vectors, got {len(vectors)}")
+        for v in vectors:
+            if np.shape(v) != (self.slots,):
+                raise LayoutError(f"slot vectors must have shape ({self.slots},), got {np.shape(v)}")
+        ct, slot = self.flat_slot_index()
+        arr = np.real(np.asarray(vectors))
+        return arr[ct, slot].reshape(self.shape)
+
+    def occupancy(self) -> float:
+        """Fraction of the ciphertexts' slots that hold values."""
+        return self.size / (self.n_ciphertexts * self.slots)
+
+    def describe(self) -> str:
+        style = "multiplexed" if self.multiplex else "one plane per channel"
+        return (f"{self.channels}x{self.height}x{self.width} on base {self.base_h}x{self.base_w}, "
+                f"gap {self.gap} ({style}), plane stride {self.plane_stride}, "
+                f"{self.n_ciphertexts} ciphertext(s) of {self.slots} slots")

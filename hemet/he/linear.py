@@ -1,0 +1,279 @@
+"""Linear stages: sparse affine maps between slot layouts, by diagonals with baby-step giant-step.
+
+A stage computes ``y = sum_k M_k x_k + bias`` where every input ``x_k`` is a feature map on its
+own layout (a list of ciphertexts) and ``y`` lands on the output layout.  Each ``M_k`` is an
+exact :class:`~hemet.he.sparse.AffineMap` (conv, pool, dense, batch norm, compositions).  With
+two inputs ``x^2`` and ``x`` (weights ``a*W`` and ``b*W``) the stage is a linear layer with the
+polynomial activation before it merged in (coefficient merging); the activation's constant
+goes into the bias.
+
+Slot form.  Every triple (out, in, w) maps to (output ciphertext i, slot s) and (input
+ciphertext j, slot t); it belongs to the generalized diagonal ``d = (t - s) mod slots`` of the
+block (i, j), with ``diag_d[s] = M_ij[s, (s + d) mod slots]`` (``ckks.circuits.LinearTransform``'s
+convention), so ``y_i = sum_j sum_d diag_d * rot(x_j, d)``.
+
+Baby-step giant-step with B a power of two, d = g + b (g a multiple of B, b < B):
+
+    y_i = sum_g rot( sum_{k, j, b} rot(diag_{g+b}, -g) * rot(x_kj, b), g )
+
+The baby-step rotations of each input ciphertext are computed once, hoisted (one digit
+decomposition), and shared by every output ciphertext; the per-(i, g) accumulators sum over
+all inputs and input ciphertexts before their one giant-step rotation.  B minimizes the total
+rotation count.
+
+Scales.  The stage runs at level L = the lowest input level (the others are dropped there) and
+rescales once.  Input k at scale s_k is multiplied by plaintexts of scale ``out_scale *
+primes[L] / s_k``, so every branch sums at one scale and the output scale is ``out_scale``
+(default: the scale of input 0, so a one-input stage keeps its scale exactly).
+
+Memory.  Diagonals are kept as float64 slot vectors and encoded lazily, at the level and scale
+of use, through a backend cache bounded in bytes (``HEBackend(max_cache_bytes=...)``).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layout import Layout, LayoutError
+from .sparse import AffineMap
+
+__all__ = ["LinearStage", "StageInput", "best_baby_steps"]
+
+_uid = itertools.count()
+
+
+@dataclass
+class StageInput:
+    layout: Layout
+    map: AffineMap
+
+
+def _flat_index(layout: Layout):
+    ct, slot = layout.flat_slot_index()
+    return ct.astype(np.int64), slot.astype(np.int64)
+
+
+def best_baby_steps(block_keys, n_out: int, slots: int) -> tuple[int, int]:
+    """(B, rotations) for the power-of-two B minimizing the total rotation count.
+
+    ``block_keys``: list over input ciphertexts of (out_ct array, d array) for its diagonals."""
+    best = None
+    for e in range(int(math.log2(slots)) + 1):
+        B = 1 << e
+        cost = 0
+        giants = set()
+        for out_ct, d in block_keys:
+            babies = np.unique(d % B)
+            cost += int(np.count_nonzero(babies))
+            g = d - d % B
+            giants.update(zip(out_ct[g != 0].tolist(), g[g != 0].tolist()))
+        cost += len(giants)
+        if best is None or cost < best[1]:
+            best = (B, cost)
+    return best
+
+
+class LinearStage:
+    """A sparse linear map between layouts, evaluated by hoisted BSGS over several ciphertexts.
+
+    ``inputs``: list of :class:`StageInput` (layout, map) with ``map.in_shape ==
+    layout.shape`` and every ``map.out_shape == out_layout.shape``.  ``bias`` (out shape) is
+    added after the rescale (plus the maps' own biases).  ``materialize=False`` builds the plan
+    and its counts only (no diagonal values; cannot be evaluated) for cost estimates.
+    """
+
+    def __init__(self, inputs, out_layout: Layout, bias=None, baby_steps: int = None,
+                 materialize: bool = True, name: str = ""):
+        if not inputs:
+            raise ValueError("a linear stage needs at least one input")
+        self.name = name
+        self.uid = next(_uid)
+        self.inputs = [StageInput(*i) if not isinstance(i, StageInput) else i for i in inputs]
+        self.out_layout = out_layout
+        slots = out_layout.slots
+        self.slots = slots
+        total_bias = np.zeros(out_layout.size) if bias is None else \
+            np.asarray(bias, dtype=np.float64).reshape(out_layout.size).copy()
+        out_ct_of, out_slot_of = _flat_index(out_layout)
+        self._blocks = []   # per input k: dict in_ct -> (keys: (out_ct, d) arrays, values or None)
+        block_keys = []
+        for k, inp in enumerate(self.inputs):
+            lay, m = inp.layout, inp.map
+            if lay.slots != slots:
+                raise LayoutError("all layouts of a stage must have the same number of slots")
+            if m.in_shape != lay.shape:
+                raise LayoutError(f"input {k}: map reads {m.in_shape}, layout holds {lay.shape}")
+            if m.out_shape != out_layout.shape:
+                raise LayoutError(f"input {k}: map writes {m.out_shape}, output layout holds "
+                                  f"{out_layout.shape}")
+            total_bias += m.bias
+            in_ct_of, in_slot_of = _flat_index(lay)
+            o_ct, o_s = out_ct_of[m.rows], out_slot_of[m.rows]
+            i_ct, i_s = in_ct_of[m.cols], in_slot_of[m.cols]
+            d = (i_s - o_s) % slots
+            blocks = {}
+            for j in np.unique(i_ct).tolist():
+                sel = i_ct == j
+                key = o_ct[sel] * slots + d[sel]
+                uniq, inv = np.unique(key, return_inverse=True)
+                values = None
+                if materialize:
+                    values = np.bincount(inv.ravel() * slots + o_s[sel], weights=m.vals[sel],
+                                         minlength=uniq.size * slots).reshape(uniq.size, slots)
+                    nz = np.any(values != 0, axis=1)
+                    uniq, values = uniq[nz], values[nz]
+                oc, dd = uniq // slots, uniq % slots
+                blocks[j] = (oc, dd, values)
+                block_keys.append((oc, dd))
+            self._blocks.append(blocks)
+        if baby_steps is None:
+            baby_steps, _ = best_baby_steps(block_keys, out_layout.n_ciphertexts, slots)
+        if baby_steps < 1 or baby_steps & (baby_steps - 1) or baby_steps > slots:
+            raise ValueError(f"baby_steps must be a power of two in 1..{slots}")
+        self.baby_steps = B = int(baby_steps)
+        self.materialized = materialize
+        self.bias_vectors = out_layout.pack(total_bias.reshape(out_layout.shape))
+        self.has_bias = [bool(np.any(v)) for v in self.bias_vectors]
+        # the plan: per (k, j): sorted baby steps; per out ct: sorted giant steps
+        self._babies = {}
+        giants = {}
+        for k, blocks in enumerate(self._blocks):
+            for j, (oc, dd, _) in blocks.items():
+                self._babies[(k, j)] = sorted(set((dd % B).tolist()))
+                for i, g in zip(oc.tolist(), (dd - dd % B).tolist()):
+                    giants.setdefault(i, set()).add(g)
+        self._giants = {i: sorted(g) for i, g in giants.items()}
+
+    # ------------------------------------------------------------------ plan facts
+    @property
+    def n_diagonals(self) -> int:
+        return sum(len(oc) for blocks in self._blocks for oc, _, _ in blocks.values())
+
+    @property
+    def rotation_steps(self) -> set:
+        """Every rotation step used (for Galois key generation)."""
+        steps = {b for bs in self._babies.values() for b in bs if b}
+        steps |= {g for gs in self._giants.values() for g in gs if g}
+        return steps
+
+    def costs(self) -> dict:
+        """Operation counts of one evaluation."""
+        baby = sum(sum(1 for b in bs if b) for bs in self._babies.values())
+        giant = sum(sum(1 for g in gs if g) for gs in self._giants.values())
+        n_out = self.out_layout.n_ciphertexts
+        return {
+            "diagonals": self.n_diagonals,
+            "baby_steps": self.baby_steps,
+            "baby_rotations": baby,
+            "giant_rotations": giant,
+            "rotations": baby + giant,
+            "hoisted_decompositions": sum(1 for bs in self._babies.values() if any(bs)),
+            "pt_mults": self.n_diagonals,
+            "rescales": n_out,
+            "bias_adds": sum(self.has_bias),
+            "in_ciphertexts": [lay.n_ciphertexts for lay in (i.layout for i in self.inputs)],
+            "out_ciphertexts": n_out,
+        }
+
+    def plaintext_bytes(self, level: int, n: int) -> int:
+        """Bytes of all encoded diagonals at ``level`` for ring degree ``n``."""
+        return self.n_diagonals * (level + 1) * n * 8
+
+    def diagonal_bytes(self) -> int:
+        return self.n_diagonals * self.slots * 8 if self.materialized else 0
+
+    def dense_matrix(self, k: int = 0) -> np.ndarray:
+        """The slot-level matrix of input k (n_out*slots x n_in*slots), from the diagonals (tests)."""
+        lay = self.inputs[k].layout
+        s = self.slots
+        m = np.zeros((self.out_layout.n_ciphertexts * s, lay.n_ciphertexts * s))
+        idx = np.arange(s)
+        for j, (oc, dd, vals) in self._blocks[k].items():
+            for i, d, v in zip(oc.tolist(), dd.tolist(), vals):
+                m[i * s + idx, j * s + (idx + d) % s] += v
+        return m
+
+    # ------------------------------------------------------------------ evaluation
+    def _plain(self, backend, k, j, pos, giant, level, scale):
+        oc, dd, vals = self._blocks[k][j]
+        key = (self.uid, k, j, pos, level, scale)
+        return backend.encode_cached(key, lambda: np.roll(vals[pos], giant), level, scale)
+
+    def prepare(self, backend, level: int, in_scales, out_scale: float = None):
+        """Encode every diagonal for a run at ``level`` with these input scales (fills the cache)."""
+        for _ in self._terms(backend, level, in_scales, out_scale, encode_only=True):
+            pass
+
+    def _pt_scales(self, backend, level, in_scales, out_scale):
+        out_scale = in_scales[0] if out_scale is None else out_scale
+        q = backend.prime(level)
+        return out_scale, [out_scale * q / s for s in in_scales]
+
+    def _terms(self, backend, level, in_scales, out_scale, encode_only=False):
+        _, pt_scales = self._pt_scales(backend, level, in_scales, out_scale)
+        B = self.baby_steps
+        for k, blocks in enumerate(self._blocks):
+            for j, (oc, dd, _) in blocks.items():
+                for pos, (i, d) in enumerate(zip(oc.tolist(), dd.tolist())):
+                    g, b = d - d % B, d % B
+                    pt = self._plain(backend, k, j, pos, g, level, pt_scales[k])
+                    yield k, j, i, g, b, pt
+
+    def evaluate(self, backend, inputs, out_scale: float = None) -> list:
+        """``inputs``: per stage input, its list of ciphertexts (or mirror vectors).
+
+        Returns the output ciphertexts at one level below the lowest input, scale ``out_scale``
+        (default: input 0's scale)."""
+        if not self.materialized:
+            raise RuntimeError("this stage was built with materialize=False (plan only)")
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"expected {len(self.inputs)} inputs, got {len(inputs)}")
+        for k, (cts, inp) in enumerate(zip(inputs, self.inputs)):
+            if len(cts) != inp.layout.n_ciphertexts:
+                raise ValueError(f"input {k}: expected {inp.layout.n_ciphertexts} ciphertexts, "
+                                 f"got {len(cts)}")
+            scales = {backend.scale(c) for c in cts}
+            if max(scales) / min(scales) - 1 > 1e-9:
+                raise ValueError(f"input {k}: ciphertexts at different scales")
+        level = min(backend.level(c) for cts in inputs for c in cts)
+        if level < 1:
+            raise ValueError("a linear stage needs one level to rescale (inputs at level 0)")
+        inputs = [[backend.drop_level(c, level) for c in cts] for cts in inputs]
+        in_scales = [backend.scale(cts[0]) for cts in inputs]
+        out_scale, _ = self._pt_scales(backend, level, in_scales, out_scale)
+        # hoisted baby steps, once per input ciphertext, shared by all output ciphertexts
+        rotated = {}
+        for (k, j), babies in self._babies.items():
+            rotated[(k, j)] = dict(zip(babies, backend.rotate_hoisted(inputs[k][j], babies)))
+        acc = {}
+        for k, j, i, g, b, pt in self._terms(backend, level, in_scales, out_scale):
+            term = backend.multiply_plain(rotated[(k, j)][b], pt)
+            acc[(i, g)] = term if (i, g) not in acc else backend.add(acc[(i, g)], term)
+        outputs = []
+        any_ct = inputs[0][0]
+        for i in range(self.out_layout.n_ciphertexts):
+            total = None
+            for g in self._giants.get(i, []):
+                a = acc[(i, g)]
+                if g:
+                    a = backend.rotate(a, g)
+                total = a if total is None else backend.add(total, a)
+            if total is None:  # an output ciphertext no weight reaches: a zero at the right scale
+                zero = backend.encode_cached(("zero", level, out_scale * backend.prime(level) / in_scales[0]),
+                                             lambda: np.zeros(self.slots), level,
+                                             out_scale * backend.prime(level) / in_scales[0])
+                total = backend.multiply_plain(any_ct, zero)
+            total = backend.rescale(total)
+            if self.has_bias[i]:
+                total = backend.add_plain(total, self.bias_vectors[i])
+            outputs.append(total)
+        return outputs
+
+    def __repr__(self):
+        c = self.costs()
+        return (f"LinearStage({self.name or 'unnamed'}: {len(self.inputs)} input(s) -> "
+                f"{self.out_layout.shape}, {c['diagonals']} diagonals, B={c['baby_steps']}, "
+                f"{c['rotations']} rotations)")
