@@ -371,8 +371,16 @@ def _inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf):
         xa[j], xb[j] = _gs_last(xa[j], xb[j], ni, nif, w1n, w1nf, q, two_q)
 
 
+@njit(cache=True, inline="always")
+def _check_rows(rows, k):
+    for r in range(rows.shape[0]):
+        if rows[r] < 0 or rows[r] >= k:
+            raise ValueError("rows out of range of the tables")
+
+
 @njit(cache=True)
 def _forward_portable_serial(a, rows, q, w, wf):
+    _check_rows(rows, q.shape[0])
     for r in range(a.shape[0]):
         p = rows[r]
         _fwd_limb_portable(a[r], w[p], wf[p], q[p])
@@ -380,6 +388,7 @@ def _forward_portable_serial(a, rows, q, w, wf):
 
 @njit(cache=True, parallel=True)
 def _forward_portable_parallel(a, rows, q, w, wf):
+    _check_rows(rows, q.shape[0])
     for r in prange(a.shape[0]):
         p = rows[r]
         _fwd_limb_portable(a[r], w[p], wf[p], q[p])
@@ -387,6 +396,7 @@ def _forward_portable_parallel(a, rows, q, w, wf):
 
 @njit(cache=True)
 def _inverse_portable_serial(a, rows, q, w, wf, ni, nif, w1n, w1nf):
+    _check_rows(rows, q.shape[0])
     for r in range(a.shape[0]):
         p = rows[r]
         _inv_limb_portable(a[r], w[p], wf[p], q[p], ni[p], nif[p], w1n[p], w1nf[p])
@@ -394,6 +404,7 @@ def _inverse_portable_serial(a, rows, q, w, wf, ni, nif, w1n, w1nf):
 
 @njit(cache=True, parallel=True)
 def _inverse_portable_parallel(a, rows, q, w, wf, ni, nif, w1n, w1nf):
+    _check_rows(rows, q.shape[0])
     for r in prange(a.shape[0]):
         p = rows[r]
         _inv_limb_portable(a[r], w[p], wf[p], q[p], ni[p], nif[p], w1n[p], w1nf[p])
@@ -638,6 +649,7 @@ def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
 
 @njit(cache=True)
 def _forward_ifma_serial(a, rows, q, w, ws):
+    _check_rows(rows, q.shape[0])
     for r in range(a.shape[0]):
         p = rows[r]
         _fwd_limb_ifma(a[r], w[p], ws[p], q[p])
@@ -645,6 +657,7 @@ def _forward_ifma_serial(a, rows, q, w, ws):
 
 @njit(cache=True, parallel=True)
 def _forward_ifma_parallel(a, rows, q, w, ws):
+    _check_rows(rows, q.shape[0])
     for r in prange(a.shape[0]):
         p = rows[r]
         _fwd_limb_ifma(a[r], w[p], ws[p], q[p])
@@ -652,6 +665,7 @@ def _forward_ifma_parallel(a, rows, q, w, ws):
 
 @njit(cache=True)
 def _inverse_ifma_serial(a, rows, q, w, ws, ni, nis, w1n, w1ns):
+    _check_rows(rows, q.shape[0])
     for r in range(a.shape[0]):
         p = rows[r]
         _inv_limb_ifma(a[r], w[p], ws[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
@@ -659,6 +673,7 @@ def _inverse_ifma_serial(a, rows, q, w, ws, ni, nis, w1n, w1ns):
 
 @njit(cache=True, parallel=True)
 def _inverse_ifma_parallel(a, rows, q, w, ws, ni, nis, w1n, w1ns):
+    _check_rows(rows, q.shape[0])
     for r in prange(a.shape[0]):
         p = rows[r]
         _inv_limb_ifma(a[r], w[p], ws[p], q[p], ni[p], nis[p], w1n[p], w1ns[p])
@@ -669,17 +684,17 @@ def _inverse_ifma_parallel(a, rows, q, w, ws, ni, nis, w1n, w1ns):
 # ---------------------------------------------------------------------------------------------
 
 def _check(a, rows, t):
-    if not isinstance(a, np.ndarray) or a.dtype != np.uint64 or a.ndim != 2:
+    # cheap checks only (this runs on every call); rows are bounds-checked in the kernels
+    if type(a) is not np.ndarray or a.dtype != np.uint64 or a.ndim != 2:
         raise TypeError("a must be a 2-D uint64 ndarray")
     if not a.flags.c_contiguous:
         raise ValueError("a must be C-contiguous")
     if a.shape[1] != t.w_fwd.shape[1]:
         raise ValueError(f"a has {a.shape[1]} columns, tables are for N = {t.w_fwd.shape[1]}")
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if type(rows) is not np.ndarray or rows.dtype != np.int64 or not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
     if rows.shape != (a.shape[0],):
         raise ValueError(f"rows must have shape ({a.shape[0]},), got {rows.shape}")
-    if rows.size and (rows.min() < 0 or rows.max() >= t.q.shape[0]):
-        raise ValueError("rows out of range of the tables")
     return rows
 
 

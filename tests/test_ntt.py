@@ -388,8 +388,13 @@ def test_call_validation(path):
         fwd(np.zeros((1, 32), dtype=np.uint64), np.zeros(1, np.int64), t)
     with pytest.raises(ValueError):
         fwd(np.zeros((2, 16), dtype=np.uint64), np.zeros(1, np.int64), t)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="rows out of range"):
         fwd(np.zeros((1, 16), dtype=np.uint64), np.array([3]), t)
+    with pytest.raises(ValueError, match="rows out of range"):
+        fwd(np.zeros((1, 16), dtype=np.uint64), np.array([-1]), t)
+    a = np.zeros((1, 16), dtype=np.uint64)
+    fwd(a, [2], t)                        # any integer sequence is accepted as rows
+    assert not a.any()
     with pytest.raises(ValueError):
         fwd(np.zeros((16, 2), dtype=np.uint64).T, np.zeros(2, np.int64), t)
 
