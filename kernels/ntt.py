@@ -16,6 +16,16 @@ Two kernel families with the same contract:
   compiled only when first called, and only called when the CPU has IFMA.
 
 ``ACTIVE_PATH`` names the family ``forward``/``inverse`` use ("ifma" or "portable").
+
+Calls with one limb, one thread, or fewer than ``PARALLEL_MIN_ELEMENTS`` coefficients run a
+serial kernel; larger ones a ``prange`` kernel over limbs.  Other Numba code can fuse the
+per-limb transforms directly: ``_fwd_limb_portable(x, w, wf, q)``,
+``_inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf)``, ``_fwd_limb_ifma(x, w, ws, q)``,
+``_inv_limb_ifma(x, w, ws, q, ni, nis, w1n, w1ns)`` with the rows of the table fields
+(``*_fwd`` / ``*_inv``, ``n_inv*``, ``w1_n_inv*``).
+
+Single-thread medians on this machine (IFMA / portable, microseconds per limb, forward and
+inverse alike): N=2^14: 28 / 67, N=2^15: 52 / 135, N=2^16: 105 / 290.
 """
 from __future__ import annotations
 
