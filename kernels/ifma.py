@@ -144,15 +144,17 @@ def _shuffle(name, mask):
 
 
 # Lane selections from the 16 lanes of (a, b): index < 8 takes a[i], else b[i - 8].
-shuf_lo4 = intrinsic(_shuffle("shuf_lo4", (0, 1, 2, 3, 8, 9, 10, 11)))     # halves: low 4 of a, low 4 of b
+# lo4/hi4: halves; lo2/hi2: pairs; lo1/hi1: single lanes; even/odd: deinterleave;
+# ilo/ihi: interleave.
+shuf_lo4 = intrinsic(_shuffle("shuf_lo4", (0, 1, 2, 3, 8, 9, 10, 11)))
 shuf_hi4 = intrinsic(_shuffle("shuf_hi4", (4, 5, 6, 7, 12, 13, 14, 15)))
-shuf_lo2 = intrinsic(_shuffle("shuf_lo2", (0, 1, 8, 9, 4, 5, 12, 13)))      # pairs
+shuf_lo2 = intrinsic(_shuffle("shuf_lo2", (0, 1, 8, 9, 4, 5, 12, 13)))
 shuf_hi2 = intrinsic(_shuffle("shuf_hi2", (2, 3, 10, 11, 6, 7, 14, 15)))
-shuf_lo1 = intrinsic(_shuffle("shuf_lo1", (0, 8, 2, 10, 4, 12, 6, 14)))     # single lanes
+shuf_lo1 = intrinsic(_shuffle("shuf_lo1", (0, 8, 2, 10, 4, 12, 6, 14)))
 shuf_hi1 = intrinsic(_shuffle("shuf_hi1", (1, 9, 3, 11, 5, 13, 7, 15)))
-shuf_even = intrinsic(_shuffle("shuf_even", (0, 2, 4, 6, 8, 10, 12, 14)))    # deinterleave
+shuf_even = intrinsic(_shuffle("shuf_even", (0, 2, 4, 6, 8, 10, 12, 14)))
 shuf_odd = intrinsic(_shuffle("shuf_odd", (1, 3, 5, 7, 9, 11, 13, 15)))
-shuf_ilo = intrinsic(_shuffle("shuf_ilo", (0, 8, 1, 9, 2, 10, 3, 11)))      # interleave
+shuf_ilo = intrinsic(_shuffle("shuf_ilo", (0, 8, 1, 9, 2, 10, 3, 11)))
 shuf_ihi = intrinsic(_shuffle("shuf_ihi", (4, 12, 5, 13, 6, 14, 7, 15)))
 
 
