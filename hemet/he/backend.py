@@ -51,6 +51,7 @@ class HEBackend:
         self.ctx = evaluator.ctx
         self.slots = self.ctx.slots
         self.max_level = self.ctx.max_level
+        self.fresh_scale = self.ctx.params.scale
         self.encryptor = encryptor
         self.decryptor = decryptor
         self.cache = PlaintextCache(max_cache_bytes)

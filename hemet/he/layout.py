@@ -6,7 +6,9 @@ multiplexing (the default), channel ``c`` has sub-position ``t = c mod g^2``,
 
     slot-in-plane = (g*h + i) * base_w + (g*w + j).
 
-Planes follow each other every ``plane_stride`` slots (default ``base_h * base_w``) across the
+Planes follow each other every ``plane_stride`` slots (default ``base_h * base_w``, rounded up
+to a power of two when that does not divide the slots, so no plane straddles two ciphertexts;
+an explicit stride may straddle: the linear stages handle any placement) across the
 ciphertexts: ``global = p * plane_stride + slot-in-plane``, ciphertext ``global // slots``,
 slot ``global % slots``.
 
@@ -45,7 +47,7 @@ class Layout:
     base_w: int
     gap: int
     slots: int
-    plane_stride: int | None = None  # default base_h * base_w
+    plane_stride: int | None = None  # default base_h * base_w, padded to a divisor of slots
     multiplex: bool = True
 
     def __post_init__(self):
@@ -67,13 +69,12 @@ class Layout:
         if plane > self.slots:
             raise LayoutError(f"plane of {self.base_h}x{self.base_w} = {plane} slots is larger than "
                               f"the {self.slots} slots of a ciphertext")
-        stride = plane if self.plane_stride is None else int(self.plane_stride)
+        if self.plane_stride is None:  # keep planes inside ciphertexts: pad to a divisor of slots
+            stride = plane if self.slots % plane == 0 else 1 << (plane - 1).bit_length()
+        else:
+            stride = int(self.plane_stride)
         if stride < plane:
             raise LayoutError(f"plane_stride {stride} is smaller than the plane ({plane} slots)")
-        if stride < self.slots and self.slots % stride:
-            # planes would straddle ciphertext boundaries; allowed for > slots only if it is a
-            # multiple of slots (whole ciphertexts per plane)
-            raise LayoutError(f"plane_stride {stride} must divide the {self.slots} slots")
         if stride > self.slots and stride % self.slots:
             raise LayoutError(f"plane_stride {stride} above {self.slots} slots must be a multiple of it")
         object.__setattr__(self, "plane_stride", stride)
@@ -104,8 +105,7 @@ class Layout:
         """The same base, slots and style for another map size (and gap)."""
         return Layout(channels, height, width, self.base_h, self.base_w,
                       self.gap if gap is None else gap, self.slots,
-                      None if self.plane_stride == self.base_h * self.base_w else self.plane_stride,
-                      self.multiplex)
+                      self.plane_stride if self.plane_stride >= self.slots else None, self.multiplex)
 
     # ------------------------------------------------------------------ geometry
     @property

@@ -1,0 +1,299 @@
+"""Compile a hemet model into a packed HE program and run it (encrypted or on the mirror).
+
+Compilation keeps, for every graph node, either a *materialized* value (ciphertexts on a
+layout: the input, a squaring's output, a linear stage's output) or an *affine expression*
+``sum_k M_k v_k + bias`` over materialized values ``v_k``.  Linear ops (normalize, conv,
+batch norm, pools, linear, concat) only transform expressions, exactly (sparse products), so
+consecutive linear layers become one map.  A ``poly`` activation ``a x^2 + b x + c`` on an
+expression E materializes ``x = E`` (one linear stage), squares it (one level), and yields the
+expression ``a*[x^2] + b*[x] + c``: the next linear stage takes both ``x^2`` and ``x`` with
+``a*W`` and ``b*W`` folded in and ``W c`` in its bias (coefficient merging).  So each
+conv(+bn)(+pool) + activation costs two levels, concat costs nothing (the branch maps are
+stacked into one stage) and the head (conv 1x1 + global pool) is one stage.
+
+Steps of a program: ``("linear", stage, input value ids, out id)`` and
+``("square", in id, out id)``; value 0 is the input.  ``Program.depth`` is the multiplicative
+depth, ``Program.rotation_steps`` the Galois keys to generate.
+
+Layout policy (``layout=``): ``"multiplexed"`` (default) keeps the input's base plane and
+doubles the gap after every stride-2 conv / 2x2 pool (channels interleaved into the gaps);
+``"packed"`` repacks every stage output contiguously (gap 1); ``"per_channel"`` puts every
+channel in its own ciphertext.  Any layout change is free in kind: a stage maps any input
+layout to any output layout; only the diagonal count changes.
+
+Not yet: residual ``add`` nodes (hemet.layers has no add op; :func:`expr_add` is ready for one),
+poly activations on the graph output, bootstrapping (the whole network must fit the depth).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hemet import layers as L
+from hemet.graph import INPUT
+
+from . import sparse as S
+from .layout import Layout, LayoutError
+from .linear import LinearStage
+from .sparse import AffineMap
+
+__all__ = ["Program", "compile_model", "Expr", "expr_add", "choose_layout"]
+
+
+# ---------------------------------------------------------------- expressions
+@dataclass
+class Expr:
+    """sum over sources v of terms[v] (linear AffineMap, source shape -> shape) + bias."""
+
+    shape: tuple
+    terms: dict = field(default_factory=dict)
+    bias: np.ndarray = None
+
+    def __post_init__(self):
+        self.shape = S.as_map_shape(self.shape)
+        if self.bias is None:
+            self.bias = np.zeros(int(np.prod(self.shape)))
+
+    def apply(self, m: AffineMap) -> "Expr":
+        lin = m.linear_only()
+        return Expr(m.out_shape, {v: lin.compose(t) for v, t in self.terms.items()},
+                    m.linear_part(self.bias) + m.bias)
+
+
+def expr_add(a: Expr, b: Expr) -> Expr:
+    """Residual addition of two expressions (sum of maps per source)."""
+    if a.shape != b.shape:
+        raise ValueError(f"cannot add {a.shape} and {b.shape}")
+    terms = dict(a.terms)
+    for v, t in b.terms.items():
+        terms[v] = terms[v] + t if v in terms else t
+    return Expr(a.shape, terms, a.bias + b.bias)
+
+
+def _expr_concat(exprs: list[Expr], src_shapes: dict) -> Expr:
+    srcs = []
+    for e in exprs:
+        srcs += [v for v in e.terms if v not in srcs]
+    terms = {}
+    for v in srcs:
+        terms[v] = AffineMap.vstack([e.terms[v] if v in e.terms else AffineMap.zeros(src_shapes[v], e.shape)
+                                     for e in exprs])
+    c = sum(e.shape[0] for e in exprs)
+    return Expr((c,) + exprs[0].shape[1:], terms, np.concatenate([e.bias for e in exprs]))
+
+
+def choose_layout(policy: str, shape, src: Layout, slots: int) -> Layout:
+    """Output layout of a stage reading ``src`` (see module doc)."""
+    c, h, w = S.as_map_shape(shape)
+    if h == 1 and w == 1:
+        return Layout.vector(c, slots) if policy != "per_channel" else Layout.per_channel(c, 1, 1, slots)
+    if policy == "packed":
+        return Layout.packed(c, h, w, slots)
+    if policy == "per_channel":
+        return Layout.per_channel(c, h, w, slots)
+    if policy != "multiplexed":
+        raise ValueError(f"unknown layout policy {policy!r}")
+    if src.height % h == 0 and src.width % w == 0 and src.height // h == src.width // w:
+        r = src.height // h
+        if r & (r - 1) == 0:
+            try:
+                return Layout(c, h, w, src.base_h, src.base_w, src.gap * r, slots)
+            except LayoutError:
+                pass
+    return Layout.packed(c, h, w, slots)
+
+
+# ---------------------------------------------------------------- the program
+class Program:
+    def __init__(self, input_layout: Layout, slots: int):
+        self.input_layout = input_layout
+        self.slots = slots
+        self.layouts = {0: input_layout}   # value id -> layout
+        self.consumed = {0: 0}             # value id -> levels consumed since the input
+        self.steps = []
+        self.output = None
+        self.output_shape = None
+
+    def _new_value(self, layout, consumed):
+        vid = len(self.layouts)
+        self.layouts[vid] = layout
+        self.consumed[vid] = consumed
+        return vid
+
+    def add_linear(self, stage: LinearStage, srcs: list[int]) -> int:
+        vid = self._new_value(stage.out_layout, max(self.consumed[s] for s in srcs) + 1)
+        self.steps.append(("linear", stage, tuple(srcs), vid))
+        return vid
+
+    def add_square(self, src: int) -> int:
+        vid = self._new_value(self.layouts[src], self.consumed[src] + 1)
+        self.steps.append(("square", src, vid))
+        return vid
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def depth(self) -> int:
+        return self.consumed[self.output]
+
+    @property
+    def stages(self) -> list[LinearStage]:
+        return [s[1] for s in self.steps if s[0] == "linear"]
+
+    @property
+    def rotation_steps(self) -> set:
+        out = set()
+        for st in self.stages:
+            out |= st.rotation_steps
+        return out
+
+    def costs(self) -> dict:
+        tot = {"stages": len(self.stages), "squares": 0, "rotations": 0, "pt_mults": 0,
+               "rescales": 0, "diagonals": 0, "ct_squares": 0}
+        for s in self.steps:
+            if s[0] == "square":
+                tot["squares"] += 1
+                n = self.layouts[s[1]].n_ciphertexts
+                tot["ct_squares"] += n
+                tot["rescales"] += n
+            else:
+                c = s[1].costs()
+                for k in ("rotations", "pt_mults", "rescales", "diagonals"):
+                    tot[k] += c[k]
+        tot["depth"] = self.depth
+        tot["rotation_keys"] = len(self.rotation_steps)
+        return tot
+
+    def describe(self) -> str:
+        lines = [f"input {self.input_layout.describe()}"]
+        for s in self.steps:
+            if s[0] == "square":
+                lines.append(f"v{s[2]} = square(v{s[1]})  [{self.layouts[s[1]].n_ciphertexts} ct]")
+            else:
+                st = s[1]
+                c = st.costs()
+                lines.append(f"v{s[3]} = {st.name}({', '.join(f'v{i}' for i in s[2])}) -> "
+                             f"{st.out_layout.describe()}; {c['diagonals']} diagonals, "
+                             f"B={c['baby_steps']}, {c['rotations']} rotations")
+        lines.append(f"output v{self.output}, depth {self.depth}, "
+                     f"{len(self.rotation_steps)} rotation keys")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ running
+    def encrypt(self, backend, x) -> list:
+        return [backend.encrypt(v) for v in self.input_layout.pack(x)]
+
+    def run_encrypted(self, backend, cts: list, out_scale: float = None) -> list:
+        """Input ciphertexts (on ``input_layout``) -> output ciphertexts (on the output layout)."""
+        if len(cts) != self.input_layout.n_ciphertexts:
+            raise ValueError(f"expected {self.input_layout.n_ciphertexts} input ciphertexts")
+        level = min(backend.level(c) for c in cts)
+        if level < self.depth:
+            raise ValueError(f"the program needs depth {self.depth}, the input is at level {level}")
+        out_scale = backend.fresh_scale if out_scale is None else out_scale
+        values = {0: cts}
+        uses = {}
+        for s in self.steps:
+            for v in (s[2] if s[0] == "linear" else (s[1],)):
+                uses[v] = uses.get(v, 0) + 1
+        for s in self.steps:
+            if s[0] == "square":
+                _, src, vid = s
+                values[vid] = [backend.rescale(backend.square(c)) for c in values[src]]
+                srcs = (src,)
+            else:
+                _, stage, srcs, vid = s
+                values[vid] = stage.evaluate(backend, [values[v] for v in srcs], out_scale=out_scale)
+            for v in srcs:  # free values nobody needs any more
+                uses[v] -= 1
+                if uses[v] == 0 and v != self.output:
+                    del values[v]
+        return values[self.output]
+
+    def run(self, backend, x) -> np.ndarray:
+        """Encrypt a (C, H, W) image, run, decrypt, unpack: the output vector."""
+        out = self.run_encrypted(backend, self.encrypt(backend, x))
+        y = self.layouts[self.output].unpack([backend.decrypt(c) for c in out])
+        return y.reshape(self.output_shape)
+
+
+def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
+                  baby_steps: int = None) -> Program:
+    """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights)."""
+    g = model.graph
+    weights = model.weights
+    shapes = g.shapes
+    c, h, w = g.input_shape
+    if input_layout is None:
+        input_layout = (Layout.per_channel(c, h, w, slots) if layout == "per_channel"
+                        else Layout.packed(c, h, w, slots))
+    prog = Program(input_layout, slots)
+    src_shapes = {0: input_layout.shape}
+    exprs = {INPUT: Expr(input_layout.shape, {0: S.identity(input_layout.shape)})}
+    materialized = {}
+
+    def wt(node, k):
+        return np.asarray(weights[f"{node.name}.{k}"], dtype=np.float64)
+
+    def materialize(name) -> int:
+        if name in materialized:
+            return materialized[name]
+        e = exprs[name]
+        if len(e.terms) == 1 and not np.any(e.bias):
+            (v, t), = e.terms.items()
+            if t.is_identity():
+                materialized[name] = v
+                return v
+        srcs = list(e.terms)
+        first = prog.layouts[srcs[0]]
+        out_layout = choose_layout(layout, e.shape, first, slots)
+        stage = LinearStage([(prog.layouts[v], e.terms[v]) for v in srcs], out_layout, bias=e.bias,
+                            baby_steps=baby_steps, name=name)
+        vid = prog.add_linear(stage, srcs)
+        src_shapes[vid] = out_layout.shape
+        materialized[name] = vid
+        return vid
+
+    for node in g.nodes:
+        lay = node.layer
+        ins = [exprs[i] for i in node.inputs]
+        x = ins[0]
+        if isinstance(lay, L.Normalize):
+            std = np.array(lay.std)
+            e = x.apply(S.channel_affine(x.shape, 1 / std, -np.array(lay.mean) / std))
+        elif isinstance(lay, L.Conv2d):
+            e = x.apply(S.conv2d(x.shape, wt(node, "weight"), wt(node, "bias") if lay.bias else None,
+                                 lay.stride, lay.padding, lay.groups))
+        elif isinstance(lay, L.BatchNorm):
+            scale = wt(node, "weight") / np.sqrt(wt(node, "running_var") + lay.eps)
+            shift = wt(node, "bias") - wt(node, "running_mean") * scale
+            e = x.apply(S.channel_affine(x.shape, scale, shift))
+        elif isinstance(lay, L.AvgPool):
+            e = x.apply(S.avg_pool(x.shape, lay.kernel_size))
+        elif isinstance(lay, L.GlobalAvgPool):
+            e = x.apply(S.global_avg_pool(x.shape))
+        elif isinstance(lay, L.Linear):
+            e = x.apply(S.dense(x.shape, wt(node, "weight"), wt(node, "bias") if lay.bias else None))
+        elif isinstance(lay, L.Concat):
+            e = _expr_concat(ins, src_shapes)
+        elif isinstance(lay, (L.Poly, L.Square)):
+            if node.name == g.output:
+                raise NotImplementedError("an activation as the graph output is not supported")
+            y = materialize(node.inputs[0])
+            sq = prog.add_square(y)
+            src_shapes[sq] = prog.layouts[sq].shape
+            shape = prog.layouts[y].shape
+            if isinstance(lay, L.Square):
+                e = Expr(shape, {sq: S.identity(shape)})
+            else:
+                a, b, cc = wt(node, "a"), wt(node, "b"), wt(node, "c")
+                terms = {sq: S.channel_affine(shape, a)}
+                if np.any(b):
+                    terms[y] = S.channel_affine(shape, b)
+                e = Expr(shape, terms, np.repeat(cc, shape[1] * shape[2]))
+        else:
+            raise NotImplementedError(f"op {node.op!r} is not supported by the HE compiler")
+        exprs[node.name] = e
+    prog.output = materialize(g.output)
+    prog.output_shape = shapes[g.output]
+    return prog
