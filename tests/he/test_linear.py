@@ -1,0 +1,257 @@
+"""Every layer type as a linear stage: mirror (exact) and encrypted (small insecure parameters)
+against hemet's NumPy reference."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from hemet import layers as L
+from hemet.he import AffineMap, HEBackend, Layout, LinearStage, MirrorBackend
+from hemet.he import sparse as S
+from hemet.he.linear import best_baby_steps
+from hemet.reference import run_node
+
+pytestmark = pytest.mark.filterwarnings("ignore::ckks.SecurityWarning")
+
+C, H, W = 4, 8, 8
+
+
+def ref(layer, x, **w):
+    """hemet.reference on one (C, H, W) / (F,) sample."""
+    return run_node(layer, [x[None]], {k: np.asarray(v, float) for k, v in w.items()})[0]
+
+
+def conv_case(rng, cin, cout, k, stride, groups, h=H, w=W):
+    layer = L.Conv2d(cin, cout, k, stride, k // 2, groups, True)
+    wt = rng.normal(0, 1 / np.sqrt(cin // groups * k * k), (cout, cin // groups, k, k))
+    b = rng.normal(0, 0.1, cout)
+    m = S.conv2d((cin, h, w), wt, b, stride, k // 2, groups)
+    return m, lambda x: ref(layer, x, weight=wt, bias=b)
+
+
+def bn_params(rng, c):
+    return dict(weight=rng.normal(1, .1, c), bias=rng.normal(0, .1, c),
+                running_mean=rng.normal(0, .1, c), running_var=rng.uniform(.5, 2, c))
+
+
+def make_case(name, rng):
+    """(map, reference function, input layout, output layout) for a layer type."""
+    slots = 1024
+    lin = Layout.packed(C, H, W, slots)
+    mux2 = lambda c: Layout(c, H // 2, W // 2, H, W, 2, slots)  # noqa: E731  after stride 2
+    if name == "conv3x3":
+        m, f = conv_case(rng, C, 6, 3, 1, 1)
+        return m, f, lin, Layout.packed(6, H, W, slots)
+    if name == "conv3x3_s2":
+        m, f = conv_case(rng, C, 8, 3, 2, 1)
+        return m, f, lin, mux2(8)
+    if name == "conv3x3_s2_repacked":
+        m, f = conv_case(rng, C, 8, 3, 2, 1)
+        return m, f, lin, Layout.packed(8, H // 2, W // 2, slots)
+    if name == "pointwise":
+        m, f = conv_case(rng, C, 5, 1, 1, 1)
+        return m, f, lin, Layout.packed(5, H, W, slots)
+    if name == "depthwise":
+        m, f = conv_case(rng, C, C, 3, 1, C)
+        return m, f, lin, lin
+    if name == "depthwise_s2":
+        m, f = conv_case(rng, C, C, 3, 2, C)
+        return m, f, lin, mux2(C)
+    if name == "grouped":
+        m, f = conv_case(rng, C, 4, 3, 1, 2)
+        return m, f, lin, lin
+    if name == "avgpool":
+        m = S.avg_pool((C, H, W), 2)
+        return m, lambda x: ref(L.AvgPool(2), x), lin, mux2(C)
+    if name == "global_avgpool":
+        m = S.global_avg_pool((C, H, W))
+        return m, lambda x: ref(L.GlobalAvgPool(), x), lin, Layout.vector(C, slots)
+    if name == "linear_flat":
+        wt, b = rng.normal(0, .1, (7, C * H * W)), rng.normal(0, .1, 7)
+        m = S.dense((C, H, W), wt, b)
+        return m, lambda x: wt @ x.ravel() + b, lin, Layout.vector(7, slots)
+    if name == "batchnorm_folded":
+        conv, fc = conv_case(rng, C, C, 3, 1, 1)
+        p = bn_params(rng, C)
+        scale = p["weight"] / np.sqrt(p["running_var"] + 1e-5)
+        m = S.channel_affine((C, H, W), scale, p["bias"] - p["running_mean"] * scale).compose(conv)
+        return m, lambda x: ref(L.BatchNorm(C), fc(x), **p), lin, lin
+    if name == "pool_then_conv":
+        conv, fc = conv_case(rng, C, 6, 3, 1, 1, H // 2, W // 2)
+        m = conv.compose(S.avg_pool((C, H, W), 2))
+        return m, lambda x: fc(ref(L.AvgPool(2), x)), lin, Layout(6, H // 2, W // 2, H, W, 2, slots)
+    if name == "concat":  # fire expand: 1x1 and 3x3 of one input, side by side
+        m1, f1 = conv_case(rng, C, 3, 1, 1, 1)
+        m3, f3 = conv_case(rng, C, 5, 3, 1, 1)
+        m = AffineMap.vstack([m1, m3])
+        concat = lambda x: run_node(L.Concat(), [f1(x)[None], f3(x)[None]], {})[0]  # noqa: E731
+        return m, concat, lin, Layout.packed(8, H, W, slots)
+    if name == "per_channel_conv":
+        m, f = conv_case(rng, C, 3, 3, 1, 1)
+        return m, f, Layout.per_channel(C, H, W, slots), Layout.per_channel(3, H, W, slots)
+    if name == "multi_ct_conv":  # 256-slot ciphertexts: 6 inputs (planes straddle), 2 outputs
+        m, f = conv_case(rng, 16, 20, 3, 2, 1)
+        return (m, f, Layout(16, H, W, H, W, 1, 256, plane_stride=96),
+                Layout(20, H // 2, W // 2, H, W, 2, 256))
+    raise KeyError(name)
+
+
+CASES = ["conv3x3", "conv3x3_s2", "conv3x3_s2_repacked", "pointwise", "depthwise", "depthwise_s2",
+         "grouped", "avgpool", "global_avgpool", "linear_flat", "batchnorm_folded", "pool_then_conv",
+         "concat", "per_channel_conv"]
+
+
+@pytest.mark.parametrize("name", CASES + ["multi_ct_conv"])
+def test_layer_on_mirror_is_exact(name, rng):
+    m, f, lin, lout = make_case(name, rng)
+    x = rng.normal(size=m.in_shape)
+    want = f(x)
+    slots = lout.slots
+    assert lin.n_ciphertexts > 1 or name != "multi_ct_conv"
+    stage = LinearStage([(lin, m)], lout)
+    mb = MirrorBackend(slots)
+    cts = [mb.encrypt(v) for v in lin.pack(x)]
+    out = stage.evaluate(mb, [cts])
+    got = lout.unpack([mb.decrypt(c) for c in out])
+    np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-9, rtol=0)
+    # one level consumed, scale kept; BSGS never needs more rotations than diagonals
+    assert out[0].level == mb.max_level - 1 and out[0].scale == cts[0].scale
+    c = stage.costs()
+    assert c["rotations"] <= c["diagonals"]
+    assert mb.counts["rotate"] + mb.counts["rotate_hoisted"] == c["rotations"]
+    assert mb.counts["multiply_plain"] == c["pt_mults"] and mb.counts["rescale"] == c["rescales"]
+    # slots that hold no output value stay exactly zero
+    mask = np.ones((lout.n_ciphertexts, slots), bool)
+    ct, sl = lout.flat_slot_index()
+    mask[ct, sl] = False
+    assert not np.any(np.asarray([mb.decrypt(o) for o in out])[mask])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_layer_encrypted(name, rng, hekit):
+    m, f, lin, lout = make_case(name, rng)
+    x = rng.normal(size=m.in_shape)
+    want = f(x)
+    stage = LinearStage([(lin, m)], lout)
+    be = hekit.backend(stage.rotation_steps)
+    cts = [be.encrypt(v, level=2) for v in lin.pack(x)]
+    out = stage.evaluate(be, [cts])
+    got = lout.unpack([be.decrypt(c) for c in out]).reshape(want.shape)
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.max(np.abs(want)))
+    assert out[0].level == 1 and out[0].scale == pytest.approx(cts[0].scale, rel=1e-12)
+
+
+def poly_case(rng, act="poly"):
+    """poly activation a x^2 + b x + c, then a conv: the merged two-input stage."""
+    lin = Layout.packed(C, H, W, 1024)
+    lout = Layout(6, H // 2, W // 2, H, W, 2, 1024)
+    conv, fc = conv_case(rng, C, 6, 3, 2, 1)
+    a, b, c = rng.normal(.1, .05, C), rng.normal(1, .1, C), rng.normal(0, .1, C)
+    if act == "square":
+        a, b, c = np.ones(C), np.zeros(C), np.zeros(C)
+    lin_part = conv.linear_only()
+    inputs = [(lin, lin_part.compose(S.channel_affine((C, H, W), a)))]
+    if np.any(b):
+        inputs.append((lin, lin_part.compose(S.channel_affine((C, H, W), b))))
+    bias = conv(np.broadcast_to(c[:, None, None], (C, H, W))).ravel()  # W c + conv bias
+    stage = LinearStage(inputs, lout, bias=bias)
+    layer = L.Poly(C)
+    f = lambda x: fc(ref(layer, x, a=a, b=b, c=c))  # noqa: E731
+    return stage, f, lin, lout
+
+
+def run_merged(backend, stage, lin, lout, x, out_scale=None):
+    cts = [backend.encrypt(v) for v in lin.pack(x)]
+    sq = [backend.rescale(backend.square(ct)) for ct in cts]
+    ins = [sq, cts] if len(stage.inputs) == 2 else [sq]
+    out = stage.evaluate(backend, ins, out_scale=out_scale)
+    return lout.unpack([backend.decrypt(c) for c in out]), out, cts
+
+
+@pytest.mark.parametrize("act", ["poly", "square"])
+def test_poly_activation_merged_into_conv(act, rng, hekit):
+    stage, f, lin, lout = poly_case(rng, act)
+    x = rng.normal(size=(C, H, W))
+    want = f(x)
+    mb = hekit.mirror()
+    got, out, cts = run_merged(mb, stage, lin, lout, x, out_scale=hekit.params.scale)
+    np.testing.assert_allclose(got, want, atol=1e-9, rtol=0)
+    # two levels for square + merged stage; output back at the fresh scale exactly
+    assert out[0].level == cts[0].level - 2 and out[0].scale == pytest.approx(hekit.params.scale, rel=1e-14)
+    be = hekit.backend(stage.rotation_steps)
+    got, out, cts = run_merged(be, stage, lin, lout, x, out_scale=hekit.params.scale)
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.max(np.abs(want)))
+    assert out[0].level == cts[0].level - 2
+
+
+def test_residual_add_as_two_input_stage(rng, hekit):
+    """conv(x1) + x2 with x2 on another layout (residual): one stage, two inputs."""
+    lin = Layout.packed(C, H, W, 1024)
+    lres = Layout.per_channel(C, H, W, 1024)
+    conv, fc = conv_case(rng, C, C, 3, 1, 1)
+    stage = LinearStage([(lin, conv), (lres, S.identity((C, H, W)))], lin)
+    x1, x2 = rng.normal(size=(2, C, H, W))
+    want = fc(x1) + x2
+    for backend in (hekit.mirror(), hekit.backend(stage.rotation_steps)):
+        ins = [[backend.encrypt(v) for v in lay.pack(x)] for lay, x in ((lin, x1), (lres, x2))]
+        got = lin.unpack([backend.decrypt(c) for c in stage.evaluate(backend, ins)])
+        tol = 1e-9 if isinstance(backend, MirrorBackend) else 1e-3
+        assert np.max(np.abs(got - want)) < tol * max(1, np.abs(want).max())
+
+
+def test_plaintext_cache_is_bounded(rng, hekit):
+    m, f, lin, lout = make_case("conv3x3", rng)
+    stage = LinearStage([(lin, m)], lout)
+    limb = hekit.ctx.n * 8
+    be = hekit.backend(stage.rotation_steps, max_cache_bytes=10 * 3 * limb)  # 10 plaintexts at level 2
+    x = rng.normal(size=(C, H, W))
+    for _ in range(2):
+        cts = [be.encrypt(v, level=2) for v in lin.pack(x)]
+        got = lout.unpack([be.decrypt(c) for c in stage.evaluate(be, [cts])])
+        assert be.cache.bytes <= 10 * 3 * limb
+        assert np.max(np.abs(got - f(x))) < 1e-3 * max(1, np.abs(f(x)).max())
+    stage.prepare(be, 2, [cts[0].scale])
+    assert be.cache.bytes <= 10 * 3 * limb
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 60), st.sampled_from([1, 2, 3]),
+       st.sampled_from([1, 2]))
+def test_diagonals_reproduce_the_slot_matrix(seed, nnz, n_in, n_out):
+    """Random sparse maps between multi-ciphertext layouts: diagonals == slot matrix, mirror ==
+    matrix product, BSGS never needs more rotations than diagonals."""
+    rng = np.random.default_rng(seed)
+    slots = 32
+    lin = Layout(n_in * 2, 4, 4, 4, 4, 1, slots)
+    lout = Layout(n_out * 2, 4, 4, 4, 4, 1, slots)
+    rows, cols = rng.integers(0, lout.size, nnz), rng.integers(0, lin.size, nnz)
+    m = AffineMap(lin.shape, lout.shape, rows, cols, rng.normal(size=nnz), rng.normal(size=lout.size))
+    stage = LinearStage([(lin, m)], lout)
+    ict, isl = lin.flat_slot_index()
+    oct_, osl = lout.flat_slot_index()
+    want = np.zeros((lout.n_ciphertexts * slots, lin.n_ciphertexts * slots))
+    np.add.at(want, ((oct_ * slots + osl)[m.rows], (ict * slots + isl)[m.cols]), m.vals)
+    np.testing.assert_allclose(stage.dense_matrix(), want, atol=1e-12)
+    c = stage.costs()
+    assert c["rotations"] <= c["diagonals"]
+    B, rot = best_baby_steps([(oc, dd) for blocks in stage._blocks for oc, dd, _ in blocks.values()],
+                             lout.n_ciphertexts, slots)
+    assert rot == c["rotations"]
+    x = rng.normal(size=lin.shape)
+    mb = MirrorBackend(slots)
+    out = stage.evaluate(mb, [[mb.encrypt(v) for v in lin.pack(x)]])
+    np.testing.assert_allclose(lout.unpack([o.vec for o in out]).ravel(), m(x).ravel(), atol=1e-9)
+
+
+def test_stage_errors(rng):
+    m, f, lin, lout = make_case("conv3x3", rng)
+    with pytest.raises(ValueError, match="reads"):
+        LinearStage([(Layout.packed(3, H, W, 1024), m)], lout)
+    with pytest.raises(ValueError, match="writes"):
+        LinearStage([(lin, m)], lin)
+    stage = LinearStage([(lin, m)], lout)
+    mb = MirrorBackend(1024)
+    with pytest.raises(ValueError, match="level"):
+        stage.evaluate(mb, [[mb.encrypt(v, level=0) for v in lin.pack(np.zeros(lin.shape))]])
+    plan = LinearStage([(lin, m)], lout, materialize=False)
+    assert plan.costs() == stage.costs()
+    with pytest.raises(RuntimeError, match="plan only"):
+        plan.evaluate(mb, [[mb.encrypt(v) for v in lin.pack(np.zeros(lin.shape))]])
