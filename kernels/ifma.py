@@ -178,3 +178,46 @@ def _permute(name, mask):
 # Lane spreads of one vector (twiddles of the in-register NTT stages).
 spread4 = intrinsic(_permute("spread4", (0, 0, 0, 0, 1, 1, 1, 1)))
 spread2 = intrinsic(_permute("spread2", (0, 0, 1, 1, 2, 2, 3, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic scalar intrinsics (plain LLVM, valid on every CPU; used by the portable kernels)
+# ---------------------------------------------------------------------------------------------
+
+@intrinsic
+def as_f64(typingctx, x):
+    """The uint64 bit pattern x reinterpreted as a float64."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(x), codegen
+
+
+@intrinsic
+def as_u64(typingctx, x):
+    """The float64 x's bit pattern as a uint64."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _I64)
+
+    return types.uint64(x), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with a single rounding (llvm.fma.f64: one instruction where the CPU has FMA,
+    a correct library call otherwise)."""
+    if not (a == b == c == types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        d = ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
+        return builder.call(fn, list(args))
+
+    return types.float64(a, b, c), codegen
