@@ -440,3 +440,42 @@ def test_tables_subset_by_fancy_index():
     ntt.forward(a, np.array([2, 0]), t)
     ntt.forward(b, rows, sub)
     assert np.array_equal(a, b)
+
+
+def test_portable_path_on_avx2_target():
+    """The portable kernels compiled for a CPU without AVX-512 (haswell: AVX2 + FMA) are exact."""
+    code = r"""
+import numpy as np
+from kernels import ntt
+from sympy import isprime
+for n in (16, 64, 1024):
+    ps, m = [], ((1 << 50) - 1) // (2 * n)
+    while len(ps) < 2:
+        if isprime(1 + m * 2 * n):
+            ps.append(1 + m * 2 * n)
+        m -= 1
+    t = ntt.make_tables(ps, n)
+    rows = np.array([1, 0])
+    rng = np.random.default_rng(n)
+    a = np.stack([rng.integers(0, ps[r], n, dtype=np.uint64) for r in rows])
+    a[:, :5] = np.array(ps)[rows, None] - 1
+    orig = a.copy()
+    ntt.forward_portable(a, rows, t)
+    if n == 16:
+        q, psi = ps[1], int(t.psi[1])
+        br = [int(format(j, '04b')[::-1], 2) for j in range(n)]
+        ref = [sum(int(c) * pow(psi, i * (2 * br[j] + 1), q) for i, c in enumerate(orig[0])) % q
+               for j in range(n)]
+        assert a[0].tolist() == ref
+    ntt.inverse_portable(a, rows, t)
+    assert np.array_equal(a, orig)
+print('ok')
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, HEMET_PORTABLE="1", NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+sse4.2,+popcnt,+bmi,+bmi2")
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"
