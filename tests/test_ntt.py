@@ -125,6 +125,10 @@ def test_parallel_kernels_are_used_when_forced(monkeypatch):
         assert np.array_equal(b, c)
         inv(b, rows, t)
         assert np.array_equal(b, a)
+        with pytest.raises(ValueError, match="rows out of range"):
+            fwd(b, np.array([0, 1, 2, 3, 0]), t)
+        with pytest.raises(ValueError, match="rows out of range"):
+            inv(b, np.array([0, 1, -2, 0, 0]), t)
 
 
 # ---------------------------------------------------------------------------------------------
