@@ -66,7 +66,7 @@ def best_baby_steps(block_keys, n_out: int, slots: int) -> tuple[int, int]:
         cost = 0
         giants = set()
         for out_ct, d in block_keys:
-            babies = np.unique(d % B)
+            babies = np.unique(_small_int(d % B, B))
             cost += int(np.count_nonzero(babies))
             g = d - d % B
             giants.update(zip(out_ct[g != 0].tolist(), g[g != 0].tolist()))
@@ -74,6 +74,55 @@ def best_baby_steps(block_keys, n_out: int, slots: int) -> tuple[int, int]:
         if best is None or cost < best[1]:
             best = (B, cost)
     return best
+
+
+def _small_int(a, bound):
+    """``a`` (values < bound) in the narrowest unsigned type: NumPy's stable sort is a radix
+    sort (linear time) for 16-bit and smaller integers."""
+    return a.astype(np.uint16) if bound <= 1 << 16 else a
+
+
+class _Block:
+    """The diagonals of one (input, input ciphertext) block: output ciphertext ``out_ct`` and
+    offset ``d`` per diagonal; values either dense (n, slots) or as segments of (slot, value)
+    entries (when that is smaller: e.g. a global pool's thousands of sparse diagonals)."""
+
+    __slots__ = ("out_ct", "d", "n", "slots", "dense", "starts", "seg_slot", "seg_val")
+
+    @classmethod
+    def build(cls, key, o_s, vals, n_out, slots, materialize):
+        self = cls()
+        self.slots = slots
+        present = np.zeros(n_out * slots, dtype=bool)
+        present[key] = True
+        uniq = np.flatnonzero(present)
+        self.n = uniq.size
+        self.out_ct, self.d = uniq // slots, uniq % slots
+        self.dense = self.starts = self.seg_slot = self.seg_val = None
+        if not materialize or not self.n:
+            return self
+        inv = (np.cumsum(present) - 1)[key]
+        if self.n * slots <= 2 * key.size:
+            dense = np.bincount(inv * slots + o_s, weights=vals, minlength=self.n * slots)
+            self.dense = dense.reshape(self.n, slots)
+        else:
+            order = np.argsort(_small_int(inv, self.n), kind="stable")
+            self.starts = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=self.n))])
+            self.seg_slot = o_s[order].astype(np.int32)
+            self.seg_val = vals[order]
+        return self
+
+    def vector(self, pos) -> np.ndarray:
+        if self.dense is not None:
+            return self.dense[pos]
+        a, b = self.starts[pos], self.starts[pos + 1]
+        return np.bincount(self.seg_slot[a:b], weights=self.seg_val[a:b], minlength=self.slots)
+
+    @property
+    def nbytes(self) -> int:
+        if self.dense is not None:
+            return self.dense.nbytes
+        return 0 if self.seg_val is None else self.seg_val.nbytes + self.seg_slot.nbytes + self.starts.nbytes
 
 
 class LinearStage:
@@ -111,23 +160,27 @@ class LinearStage:
                                   f"{out_layout.shape}")
             total_bias += m.bias
             in_ct_of, in_slot_of = _flat_index(lay)
-            o_ct, o_s = out_ct_of[m.rows], out_slot_of[m.rows]
-            i_ct, i_s = in_ct_of[m.cols], in_slot_of[m.cols]
+            nz = m.vals != 0
+            rows, cols, vals = m.rows[nz], m.cols[nz], m.vals[nz]
+            o_ct, o_s = out_ct_of[rows], out_slot_of[rows]
+            i_ct, i_s = in_ct_of[cols], in_slot_of[cols]
             d = (i_s - o_s) % slots
+            key = o_ct * slots + d
+            del rows, cols, nz
             blocks = {}
-            for j in np.unique(i_ct).tolist():
-                sel = i_ct == j
-                key = o_ct[sel] * slots + d[sel]
-                uniq, inv = np.unique(key, return_inverse=True)
-                values = None
-                if materialize:
-                    values = np.bincount(inv.ravel() * slots + o_s[sel], weights=m.vals[sel],
-                                         minlength=uniq.size * slots).reshape(uniq.size, slots)
-                    nz = np.any(values != 0, axis=1)
-                    uniq, values = uniq[nz], values[nz]
-                oc, dd = uniq // slots, uniq % slots
-                blocks[j] = (oc, dd, values)
-                block_keys.append((oc, dd))
+            if lay.n_ciphertexts == 1:
+                groups = {0: slice(None)}
+            else:  # group the triples by input ciphertext (one stable sort)
+                order = np.argsort(_small_int(i_ct, lay.n_ciphertexts), kind="stable")
+                bounds = np.searchsorted(i_ct[order], np.arange(lay.n_ciphertexts + 1))
+                groups = {j: order[bounds[j]:bounds[j + 1]] for j in range(lay.n_ciphertexts)
+                          if bounds[j + 1] > bounds[j]}
+            for j, sel in groups.items():
+                blk = _Block.build(key[sel], o_s[sel], vals[sel], out_layout.n_ciphertexts, slots,
+                                   materialize)
+                if blk.n:
+                    blocks[j] = blk
+                    block_keys.append((blk.out_ct, blk.d))
             self._blocks.append(blocks)
         if baby_steps is None:
             baby_steps, _ = best_baby_steps(block_keys, out_layout.n_ciphertexts, slots)
@@ -141,16 +194,16 @@ class LinearStage:
         self._babies = {}
         giants = {}
         for k, blocks in enumerate(self._blocks):
-            for j, (oc, dd, _) in blocks.items():
-                self._babies[(k, j)] = sorted(set((dd % B).tolist()))
-                for i, g in zip(oc.tolist(), (dd - dd % B).tolist()):
+            for j, blk in blocks.items():
+                self._babies[(k, j)] = np.unique(blk.d % B).tolist()
+                for i, g in set(zip(blk.out_ct.tolist(), (blk.d - blk.d % B).tolist())):
                     giants.setdefault(i, set()).add(g)
         self._giants = {i: sorted(g) for i, g in giants.items()}
 
     # ------------------------------------------------------------------ plan facts
     @property
     def n_diagonals(self) -> int:
-        return sum(len(oc) for blocks in self._blocks for oc, _, _ in blocks.values())
+        return sum(blk.n for blocks in self._blocks for blk in blocks.values())
 
     @property
     def rotation_steps(self) -> set:
@@ -183,7 +236,8 @@ class LinearStage:
         return self.n_diagonals * (level + 1) * n * 8
 
     def diagonal_bytes(self) -> int:
-        return self.n_diagonals * self.slots * 8 if self.materialized else 0
+        """Bytes of the stored (float64) diagonals."""
+        return sum(blk.nbytes for blocks in self._blocks for blk in blocks.values())
 
     def dense_matrix(self, k: int = 0) -> np.ndarray:
         """The slot-level matrix of input k (n_out*slots x n_in*slots), from the diagonals (tests)."""
@@ -191,16 +245,16 @@ class LinearStage:
         s = self.slots
         m = np.zeros((self.out_layout.n_ciphertexts * s, lay.n_ciphertexts * s))
         idx = np.arange(s)
-        for j, (oc, dd, vals) in self._blocks[k].items():
-            for i, d, v in zip(oc.tolist(), dd.tolist(), vals):
-                m[i * s + idx, j * s + (idx + d) % s] += v
+        for j, blk in self._blocks[k].items():
+            for pos, (i, d) in enumerate(zip(blk.out_ct.tolist(), blk.d.tolist())):
+                m[i * s + idx, j * s + (idx + d) % s] += blk.vector(pos)
         return m
 
     # ------------------------------------------------------------------ evaluation
     def _plain(self, backend, k, j, pos, giant, level, scale):
-        oc, dd, vals = self._blocks[k][j]
+        blk = self._blocks[k][j]
         key = (self.uid, k, j, pos, level, scale)
-        return backend.encode_cached(key, lambda: np.roll(vals[pos], giant), level, scale)
+        return backend.encode_cached(key, lambda: np.roll(blk.vector(pos), giant), level, scale)
 
     def prepare(self, backend, level: int, in_scales, out_scale: float = None):
         """Encode every diagonal for a run at ``level`` with these input scales (fills the cache)."""
@@ -216,8 +270,8 @@ class LinearStage:
         _, pt_scales = self._pt_scales(backend, level, in_scales, out_scale)
         B = self.baby_steps
         for k, blocks in enumerate(self._blocks):
-            for j, (oc, dd, _) in blocks.items():
-                for pos, (i, d) in enumerate(zip(oc.tolist(), dd.tolist())):
+            for j, blk in blocks.items():
+                for pos, (i, d) in enumerate(zip(blk.out_ct.tolist(), blk.d.tolist())):
                     g, b = d - d % B, d % B
                     pt = self._plain(backend, k, j, pos, g, level, pt_scales[k])
                     yield k, j, i, g, b, pt

@@ -42,7 +42,8 @@ def _coalesce(rows, cols, vals, n_cols):
 class AffineMap:
     """y = M x + bias with M (out_size x in_size) as sparse triples."""
 
-    def __init__(self, in_shape, out_shape, rows, cols, vals, bias=None, coalesce=True):
+    def __init__(self, in_shape, out_shape, rows, cols, vals, bias=None, coalesce=True,
+                 diagonal=None):
         self.in_shape = as_map_shape(in_shape)
         self.out_shape = as_map_shape(out_shape)
         self.in_size = int(np.prod(self.in_shape))
@@ -59,6 +60,8 @@ class AffineMap:
             raise ValueError("triple index out of range")
         self.bias = (np.zeros(self.out_size) if bias is None
                      else np.asarray(bias, dtype=np.float64).reshape(self.out_size).copy())
+        # diagonal: a vector d with M = diag(d) (identity, batch norm, normalize, poly coefficients)
+        self.diagonal = None if diagonal is None else np.asarray(diagonal, dtype=np.float64)
 
     @property
     def nnz(self) -> int:
@@ -79,6 +82,8 @@ class AffineMap:
         return y.reshape(self.out_shape)
 
     def is_identity(self) -> bool:
+        if self.diagonal is not None:
+            return bool(np.all(self.diagonal == 1.0)) and not np.any(self.bias)
         return (self.in_shape == self.out_shape and self.nnz == self.in_size
                 and np.array_equal(self.rows, np.arange(self.in_size))
                 and np.array_equal(self.cols, self.rows) and np.all(self.vals == 1.0)
@@ -86,39 +91,50 @@ class AffineMap:
 
     # ---------------------------------------------------------------- algebra
     def compose(self, first: "AffineMap") -> "AffineMap":
-        """self o first: x -> self(first(x)) (exact sparse product)."""
+        """self o first: x -> self(first(x)) (exact sparse product; duplicates are not merged:
+        the stages sum them, ``coalesced()`` merges them)."""
         if first.out_size != self.in_size:
             raise ValueError(f"cannot compose: {first.out_shape} -> {self.in_shape}")
-        order = np.argsort(first.rows, kind="stable")
-        fr, fc, fv = first.rows[order], first.cols[order], first.vals[order]
-        start = np.searchsorted(fr, self.cols, side="left")
-        stop = np.searchsorted(fr, self.cols, side="right")
-        counts = stop - start
-        rep = np.repeat(np.arange(self.nnz), counts)
-        offs = np.arange(rep.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        idx = np.repeat(start, counts) + offs
-        rows = self.rows[rep]
-        cols = fc[idx]
-        vals = self.vals[rep] * fv[idx]
         bias = self.linear_part(first.bias) + self.bias
-        return AffineMap(first.in_shape, self.out_shape, rows, cols, vals, bias)
+        if self.diagonal is not None:  # row scaling of first
+            rows, cols, vals = first.rows, first.cols, first.vals * self.diagonal[first.rows]
+        elif first.diagonal is not None:  # column scaling of self
+            rows, cols, vals = self.rows, self.cols, self.vals * first.diagonal[self.cols]
+        else:
+            order = np.argsort(first.rows, kind="stable")
+            fr, fc, fv = first.rows[order], first.cols[order], first.vals[order]
+            start = np.searchsorted(fr, self.cols, side="left")
+            counts = np.searchsorted(fr, self.cols, side="right") - start
+            rep = np.repeat(np.arange(self.nnz), counts)
+            idx = np.arange(rep.size) - np.repeat(np.cumsum(counts) - counts - start, counts)
+            rows, cols, vals = self.rows[rep], fc[idx], self.vals[rep] * fv[idx]
+        diag = (self.diagonal * first.diagonal
+                if self.diagonal is not None and first.diagonal is not None else None)
+        return AffineMap(first.in_shape, self.out_shape, rows, cols, vals, bias, coalesce=False,
+                         diagonal=diag)
+
+    def coalesced(self) -> "AffineMap":
+        return AffineMap(self.in_shape, self.out_shape, self.rows, self.cols, self.vals, self.bias,
+                         diagonal=self.diagonal)
 
     def scale_rows(self, per_out_channel) -> "AffineMap":
         """diag(s) o self, s per output channel (bias scaled too)."""
         s = np.repeat(np.asarray(per_out_channel, dtype=np.float64), self.out_size // self.out_shape[0])
         return AffineMap(self.in_shape, self.out_shape, self.rows, self.cols, self.vals * s[self.rows],
-                         self.bias * s, coalesce=False)
+                         self.bias * s, coalesce=False,
+                         diagonal=None if self.diagonal is None else self.diagonal * s)
 
     def linear_only(self) -> "AffineMap":
         return AffineMap(self.in_shape, self.out_shape, self.rows, self.cols, self.vals, None,
-                         coalesce=False)
+                         coalesce=False, diagonal=self.diagonal)
 
     def __add__(self, other: "AffineMap") -> "AffineMap":
         if self.in_shape != other.in_shape or self.out_shape != other.out_shape:
             raise ValueError("cannot add maps of different shapes")
         return AffineMap(self.in_shape, self.out_shape, np.concatenate([self.rows, other.rows]),
                          np.concatenate([self.cols, other.cols]),
-                         np.concatenate([self.vals, other.vals]), self.bias + other.bias)
+                         np.concatenate([self.vals, other.vals]), self.bias + other.bias,
+                         coalesce=False)
 
     @staticmethod
     def vstack(maps: list["AffineMap"]) -> "AffineMap":
@@ -145,7 +161,7 @@ def identity(shape) -> AffineMap:
     shape = as_map_shape(shape)
     n = int(np.prod(shape))
     i = np.arange(n)
-    return AffineMap(shape, shape, i, i, np.ones(n), coalesce=False)
+    return AffineMap(shape, shape, i, i, np.ones(n), coalesce=False, diagonal=np.ones(n))
 
 
 def channel_affine(shape, scale, shift=None) -> AffineMap:
@@ -156,7 +172,8 @@ def channel_affine(shape, scale, shift=None) -> AffineMap:
     per = shape[1] * shape[2]
     i = np.arange(c * per)
     bias = None if shift is None else np.repeat(np.broadcast_to(np.asarray(shift, np.float64), (c,)), per)
-    return AffineMap(shape, shape, i, i, np.repeat(scale, per), bias)
+    d = np.repeat(scale, per)
+    return AffineMap(shape, shape, i, i, d, bias, coalesce=False, diagonal=d)
 
 
 def conv2d(in_shape, weight, bias=None, stride=1, padding=None, groups=1) -> AffineMap:
@@ -186,7 +203,7 @@ def conv2d(in_shape, weight, bias=None, stride=1, padding=None, groups=1) -> Aff
     cols = np.broadcast_to((ci * h + hi) * w + wi, full)[valid]
     vals = np.broadcast_to(weight[:, :, :, :, None, None], full)[valid]
     b = None if bias is None else np.repeat(np.asarray(bias, dtype=np.float64), ho * wo)
-    return AffineMap((cin, h, w), (cout, ho, wo), rows, cols, vals, b)
+    return AffineMap((cin, h, w), (cout, ho, wo), rows, cols, vals, b, coalesce=False)  # no duplicates
 
 
 def avg_pool(in_shape, k=2) -> AffineMap:
@@ -199,13 +216,15 @@ def avg_pool(in_shape, k=2) -> AffineMap:
                                  np.arange(k), indexing="ij")
     rows = ((cc * ho + y) * wo + x).ravel()
     cols = ((cc * h + y * k + i) * w + x * k + j).ravel()
-    return AffineMap((c, h, w), (c, ho, wo), rows, cols, np.full(rows.size, 1.0 / (k * k)))
+    return AffineMap((c, h, w), (c, ho, wo), rows, cols, np.full(rows.size, 1.0 / (k * k)),
+                     coalesce=False)
 
 
 def global_avg_pool(in_shape) -> AffineMap:
     c, h, w = as_map_shape(in_shape)
     cols = np.arange(c * h * w)
-    return AffineMap((c, h, w), (c,), cols // (h * w), cols, np.full(cols.size, 1.0 / (h * w)))
+    return AffineMap((c, h, w), (c,), cols // (h * w), cols, np.full(cols.size, 1.0 / (h * w)),
+                     coalesce=False)
 
 
 def dense(in_shape, weight, bias=None) -> AffineMap:
@@ -216,4 +235,4 @@ def dense(in_shape, weight, bias=None) -> AffineMap:
     if in_f != int(np.prod(in_shape)):
         raise ValueError(f"weight {weight.shape} does not fit input {in_shape}")
     r, c = np.nonzero(weight)
-    return AffineMap(in_shape, (out_f,), r, c, weight[r, c], bias)
+    return AffineMap(in_shape, (out_f,), r, c, weight[r, c], bias, coalesce=False)

@@ -232,7 +232,7 @@ def test_diagonals_reproduce_the_slot_matrix(seed, nnz, n_in, n_out):
     np.testing.assert_allclose(stage.dense_matrix(), want, atol=1e-12)
     c = stage.costs()
     assert c["rotations"] <= c["diagonals"]
-    B, rot = best_baby_steps([(oc, dd) for blocks in stage._blocks for oc, dd, _ in blocks.values()],
+    B, rot = best_baby_steps([(b.out_ct, b.d) for blocks in stage._blocks for b in blocks.values()],
                              lout.n_ciphertexts, slots)
     assert rot == c["rotations"]
     x = rng.normal(size=lin.shape)
