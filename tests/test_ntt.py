@@ -483,3 +483,19 @@ print('ok')
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_tiny_primes(path):
+    """Primes of a few bits (97, 193, 12289) through both kernel families."""
+    fwd, inv = kernels(path)
+    for primes, n in (([97, 193], 16), ([12289, 7681], 256)):
+        t = ntt.make_tables(primes, n)
+        rows = np.array([1, 0], dtype=np.int64)
+        a = random_poly(np.random.default_rng(n), t, rows, "edges")
+        orig = a.copy()
+        fwd(a, rows, t)
+        for r, p in enumerate(rows):
+            assert a[r].tolist() == ref_forward(orig[r].tolist(), int(t.q[p]), int(t.psi[p]))
+        inv(a, rows, t)
+        assert np.array_equal(a, orig)
