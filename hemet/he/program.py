@@ -179,6 +179,31 @@ class Program:
                      f"{len(self.rotation_steps)} rotation keys")
         return "\n".join(lines)
 
+    def levels_and_scales(self, backend, input_level: int = None, out_scale: float = None) -> dict:
+        """(level, scale) of every value for a run whose input is at ``input_level`` (default:
+        the top level): the same float arithmetic as the evaluator, so the scales are exact."""
+        level = backend.max_level if input_level is None else input_level
+        out_scale = backend.fresh_scale if out_scale is None else out_scale
+        ls = {0: (level, backend.fresh_scale)}
+        for s in self.steps:
+            if s[0] == "square":
+                lv, sc = ls[s[1]]
+                ls[s[2]] = (lv - 1, sc * sc / backend.prime(lv))
+            else:
+                ls[s[3]] = (min(ls[v][0] for v in s[2]) - 1, out_scale)
+        return ls
+
+    def prepare(self, backend, input_level: int = None, out_scale: float = None) -> None:
+        """Pre-encode every stage's diagonals at the level and scale where the run uses them
+        (into the backend's bounded cache)."""
+        ls = self.levels_and_scales(backend, input_level, out_scale)
+        out_scale = backend.fresh_scale if out_scale is None else out_scale
+        for s in self.steps:
+            if s[0] == "linear":
+                _, stage, srcs, _ = s
+                level = min(ls[v][0] for v in srcs)
+                stage.prepare(backend, level, [ls[v][1] for v in srcs], out_scale)
+
     # ------------------------------------------------------------------ running
     def encrypt(self, backend, x) -> list:
         return [backend.encrypt(v) for v in self.input_layout.pack(x)]

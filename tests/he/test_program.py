@@ -88,8 +88,12 @@ def test_program_encrypted(hekit):
     prog = compile_model(model, hekit.slots)
     assert prog.depth == 7 == hekit.params.depth
     be = hekit.backend(prog.rotation_steps)  # exactly the compiled key set
+    prog.prepare(be)  # pre-encode every diagonal at its level and scale
+    encoded = be.cache.misses
+    assert encoded == prog.costs()["diagonals"]
     x = np.random.default_rng(6).uniform(0, 1, model.graph.input_shape)
     got = prog.run(be, x)
+    assert be.cache.misses == encoded  # the run found every plaintext pre-encoded
     want = forward(model, x[None])[0]
     assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
 
