@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         for k in ("threads", "progress", "max_minutes", "export", "data", "out", "channels_last"):
             saved[k] = getattr(cfg, k)
         if cfg.epochs != saved["epochs"]:
-            log(f"note: extending schedule from {saved['epochs']} to {cfg.epochs} epochs")
+            log(f"note: schedule changed from {saved['epochs']} to {cfg.epochs} epochs")
             saved["epochs"] = cfg.epochs
         cfg = TrainConfig(**saved)
     else:

@@ -149,3 +149,16 @@ def test_shipped_models_full_test_set(real_cifar10):
     m = modelfile.load(shipped["squeezenet-cifar10"])
     acc = reference.accuracy(m, te.images[:1000], te.labels[:1000])
     assert acc >= 0.6
+
+
+def test_train_cifar100_head(tmp_path, capsys, cifar100_dir):
+    pytest.importorskip("torch", reason="torch not installed")
+    rc, _, _ = _run(capsys, ["train", "--model", "dwsep", "--dataset", "cifar100", "--data",
+                             str(cifar100_dir), "--out", str(tmp_path / "r"), "--batch-size", "10",
+                             "--n-val", "10", "--epochs", "1", "--no-progress", "--export",
+                             str(tmp_path / "m100")])
+    assert rc == 0
+    m = modelfile.load(tmp_path / "m100")
+    assert m.classes == 100 and m.graph.metadata["dataset"] == "cifar100"
+    norm = m.graph.nodes[0].layer
+    assert norm.op == "normalize" and norm.mean == D.CIFAR100_MEAN
