@@ -11,8 +11,8 @@ expression ``a*[x^2] + b*[x] + c``: the next linear stage takes both ``x^2`` and
 conv(+bn)(+pool) + activation costs two levels, concat costs nothing (the branch maps are
 stacked into one stage) and the head (conv 1x1 + global pool) is one stage.
 
-Steps of a program: ``("linear", stage, input value ids, out id)`` and
-``("square", in id, out id)``; value 0 is the input.  ``Program.depth`` is the multiplicative
+Steps of a program (:class:`Step`): linear stages, squarings and (optionally, for global
+pooling) rotate-and-sum steps; value 0 is the input.  ``Program.depth`` is the multiplicative
 depth, ``Program.rotation_steps`` the Galois keys to generate.
 
 Layout policy (``layout=``): ``"multiplexed"`` (default) keeps the input's base plane and
@@ -83,6 +83,15 @@ def _expr_concat(exprs: list[Expr], src_shapes: dict) -> Expr:
     return Expr((c,) + exprs[0].shape[1:], terms, np.concatenate([e.bias for e in exprs]))
 
 
+def _is_source(e: Expr) -> bool:
+    return len(e.terms) == 1 and not np.any(e.bias) and next(iter(e.terms.values())).is_identity()
+
+
+def _summable(e: Expr, prog) -> bool:
+    _, h, w = e.shape
+    return not (h & (h - 1) or w & (w - 1))
+
+
 def choose_layout(policy: str, shape, src: Layout, slots: int) -> Layout:
     """Output layout of a stage reading ``src`` (see module doc)."""
     c, h, w = S.as_map_shape(shape)
@@ -105,13 +114,36 @@ def choose_layout(policy: str, shape, src: Layout, slots: int) -> Layout:
 
 
 # ---------------------------------------------------------------- the program
+@dataclass
+class Step:
+    """``kind``: "linear" (``stage`` over ``srcs``), "square" (one src) or "sum" (one src;
+    ``steps``: rotate-and-add steps, no level)."""
+
+    kind: str
+    srcs: tuple
+    out: int
+    stage: LinearStage = None
+    steps: tuple = ()
+
+
+def sum_steps(layout: Layout) -> list[int] | None:
+    """Rotate-and-add steps summing each channel's H x W values into its (0, 0) slot, or None
+    when H or W is not a power of two."""
+    h, w, g = layout.height, layout.width, layout.gap
+    if h & (h - 1) or w & (w - 1):
+        return None
+    steps = [g * (1 << e) for e in range(w.bit_length() - 1)]
+    steps += [g * layout.base_w * (1 << e) for e in range(h.bit_length() - 1)]
+    return steps
+
+
 class Program:
     def __init__(self, input_layout: Layout, slots: int):
         self.input_layout = input_layout
         self.slots = slots
         self.layouts = {0: input_layout}   # value id -> layout
         self.consumed = {0: 0}             # value id -> levels consumed since the input
-        self.steps = []
+        self.steps: list[Step] = []
         self.output = None
         self.output_shape = None
 
@@ -123,12 +155,23 @@ class Program:
 
     def add_linear(self, stage: LinearStage, srcs: list[int]) -> int:
         vid = self._new_value(stage.out_layout, max(self.consumed[s] for s in srcs) + 1)
-        self.steps.append(("linear", stage, tuple(srcs), vid))
+        self.steps.append(Step("linear", tuple(srcs), vid, stage=stage))
         return vid
 
     def add_square(self, src: int) -> int:
         vid = self._new_value(self.layouts[src], self.consumed[src] + 1)
-        self.steps.append(("square", src, vid))
+        self.steps.append(Step("square", (src,), vid))
+        return vid
+
+    def add_sum(self, src: int) -> int:
+        """Sum every channel's map into its (0, 0) slot (rotations and additions, no level);
+        the result is a (C, 1, 1) value on the same base, gap and planes."""
+        lay = self.layouts[src]
+        steps = sum_steps(lay)
+        out = Layout(lay.channels, 1, 1, lay.base_h, lay.base_w, lay.gap, lay.slots,
+                     lay.plane_stride, lay.multiplex)
+        vid = self._new_value(out, self.consumed[src])
+        self.steps.append(Step("sum", (src,), vid, steps=tuple(steps)))
         return vid
 
     # ------------------------------------------------------------------ facts
@@ -138,26 +181,31 @@ class Program:
 
     @property
     def stages(self) -> list[LinearStage]:
-        return [s[1] for s in self.steps if s[0] == "linear"]
+        return [s.stage for s in self.steps if s.kind == "linear"]
 
     @property
     def rotation_steps(self) -> set:
+        """Every rotation step of the program: generate Galois keys for exactly these."""
         out = set()
         for st in self.stages:
             out |= st.rotation_steps
+        for s in self.steps:
+            out |= {x % self.slots for x in s.steps} - {0}
         return out
 
     def costs(self) -> dict:
         tot = {"stages": len(self.stages), "squares": 0, "rotations": 0, "pt_mults": 0,
                "rescales": 0, "diagonals": 0, "ct_squares": 0}
         for s in self.steps:
-            if s[0] == "square":
+            n = self.layouts[s.srcs[0]].n_ciphertexts
+            if s.kind == "square":
                 tot["squares"] += 1
-                n = self.layouts[s[1]].n_ciphertexts
                 tot["ct_squares"] += n
                 tot["rescales"] += n
+            elif s.kind == "sum":
+                tot["rotations"] += n * len(s.steps)
             else:
-                c = s[1].costs()
+                c = s.stage.costs()
                 for k in ("rotations", "pt_mults", "rescales", "diagonals"):
                     tot[k] += c[k]
         tot["depth"] = self.depth
@@ -167,12 +215,15 @@ class Program:
     def describe(self) -> str:
         lines = [f"input {self.input_layout.describe()}"]
         for s in self.steps:
-            if s[0] == "square":
-                lines.append(f"v{s[2]} = square(v{s[1]})  [{self.layouts[s[1]].n_ciphertexts} ct]")
+            n = self.layouts[s.srcs[0]].n_ciphertexts
+            if s.kind == "square":
+                lines.append(f"v{s.out} = square(v{s.srcs[0]})  [{n} ct]")
+            elif s.kind == "sum":
+                lines.append(f"v{s.out} = sum_hw(v{s.srcs[0]})  [{n} ct, steps {list(s.steps)}]")
             else:
-                st = s[1]
+                st = s.stage
                 c = st.costs()
-                lines.append(f"v{s[3]} = {st.name}({', '.join(f'v{i}' for i in s[2])}) -> "
+                lines.append(f"v{s.out} = {st.name}({', '.join(f'v{i}' for i in s.srcs)}) -> "
                              f"{st.out_layout.describe()}; {c['diagonals']} diagonals, "
                              f"B={c['baby_steps']}, {c['rotations']} rotations")
         lines.append(f"output v{self.output}, depth {self.depth}, "
@@ -186,11 +237,13 @@ class Program:
         out_scale = backend.fresh_scale if out_scale is None else out_scale
         ls = {0: (level, backend.fresh_scale)}
         for s in self.steps:
-            if s[0] == "square":
-                lv, sc = ls[s[1]]
-                ls[s[2]] = (lv - 1, sc * sc / backend.prime(lv))
+            if s.kind == "square":
+                lv, sc = ls[s.srcs[0]]
+                ls[s.out] = (lv - 1, sc * sc / backend.prime(lv))
+            elif s.kind == "sum":
+                ls[s.out] = ls[s.srcs[0]]
             else:
-                ls[s[3]] = (min(ls[v][0] for v in s[2]) - 1, out_scale)
+                ls[s.out] = (min(ls[v][0] for v in s.srcs) - 1, out_scale)
         return ls
 
     def prepare(self, backend, input_level: int = None, out_scale: float = None) -> None:
@@ -199,10 +252,9 @@ class Program:
         ls = self.levels_and_scales(backend, input_level, out_scale)
         out_scale = backend.fresh_scale if out_scale is None else out_scale
         for s in self.steps:
-            if s[0] == "linear":
-                _, stage, srcs, _ = s
-                level = min(ls[v][0] for v in srcs)
-                stage.prepare(backend, level, [ls[v][1] for v in srcs], out_scale)
+            if s.kind == "linear":
+                level = min(ls[v][0] for v in s.srcs)
+                s.stage.prepare(backend, level, [ls[v][1] for v in s.srcs], out_scale)
 
     # ------------------------------------------------------------------ running
     def encrypt(self, backend, x) -> list:
@@ -219,17 +271,22 @@ class Program:
         values = {0: cts}
         uses = {}
         for s in self.steps:
-            for v in (s[2] if s[0] == "linear" else (s[1],)):
+            for v in s.srcs:
                 uses[v] = uses.get(v, 0) + 1
         for s in self.steps:
-            if s[0] == "square":
-                _, src, vid = s
-                values[vid] = [backend.rescale(backend.square(c)) for c in values[src]]
-                srcs = (src,)
+            if s.kind == "square":
+                values[s.out] = [backend.rescale(backend.square(c)) for c in values[s.srcs[0]]]
+            elif s.kind == "sum":
+                out = []
+                for c in values[s.srcs[0]]:
+                    for step in s.steps:
+                        c = backend.add(c, backend.rotate(c, step))
+                    out.append(c)
+                values[s.out] = out
             else:
-                _, stage, srcs, vid = s
-                values[vid] = stage.evaluate(backend, [values[v] for v in srcs], out_scale=out_scale)
-            for v in srcs:  # free values nobody needs any more
+                values[s.out] = s.stage.evaluate(backend, [values[v] for v in s.srcs],
+                                                 out_scale=out_scale)
+            for v in s.srcs:  # free values nobody needs any more
                 uses[v] -= 1
                 if uses[v] == 0 and v != self.output:
                     del values[v]
@@ -243,8 +300,18 @@ class Program:
 
 
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
-                  baby_steps: int = None) -> Program:
-    """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights)."""
+                  baby_steps: int = None, global_pool: str = "matrix") -> Program:
+    """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights).
+
+    ``global_pool``: ``"matrix"`` folds global average pooling into the linear stages (the
+    output ciphertext holds the logits and zeros); ``"rotate"`` sums each channel with
+    log2(H) + log2(W) rotations and additions instead of thousands of diagonals (the 1/(H W)
+    goes into the stage before), but the other slots of the result then hold partial sums of
+    the last feature map: mask them (one more level) before the client decrypts where the
+    model must stay private.
+    """
+    if global_pool not in ("matrix", "rotate"):
+        raise ValueError(f"global_pool must be 'matrix' or 'rotate', got {global_pool!r}")
     g = model.graph
     weights = model.weights
     shapes = g.shapes
@@ -295,6 +362,19 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             e = x.apply(S.channel_affine(x.shape, scale, shift))
         elif isinstance(lay, L.AvgPool):
             e = x.apply(S.avg_pool(x.shape, lay.kernel_size))
+        elif isinstance(lay, L.GlobalAvgPool) and global_pool == "rotate" and _summable(x, prog):
+            hw = x.shape[1] * x.shape[2]
+            if _is_source(x):   # sum now, divide in the next stage
+                v = materialize(node.inputs[0])
+                total = prog.add_sum(v)
+                src_shapes[total] = prog.layouts[total].shape
+                e = Expr((x.shape[0],), {total: S.channel_affine((x.shape[0],), 1.0 / hw)})
+            else:               # divide in the stage that materializes x, then sum for free
+                exprs[f"{node.name}__scaled"] = x.apply(S.channel_affine(x.shape, 1.0 / hw))
+                v = materialize(f"{node.name}__scaled")
+                total = prog.add_sum(v)
+                src_shapes[total] = prog.layouts[total].shape
+                e = Expr((x.shape[0],), {total: S.identity((x.shape[0],))})
         elif isinstance(lay, L.GlobalAvgPool):
             e = x.apply(S.global_avg_pool(x.shape))
         elif isinstance(lay, L.Linear):

@@ -73,13 +73,13 @@ def test_program_on_mirror_matches_reference(make, policy):
 
 def test_multiplexed_layout_after_stride_and_pool():
     prog = compile_model(tiny_fire_net(), 1024)
-    lays = [prog.layouts[s[3]] for s in prog.steps if s[0] == "linear"]
+    lays = [prog.layouts[s.out] for s in prog.steps if s.kind == "linear"]
     # conv s2: 4x8x8 kept on the 16x16 base with gap 2; pool + squeeze: gap 4; concat: one stage
     assert (lays[0].gap, lays[0].base_h, lays[0].shape) == (2, 16, (4, 8, 8))
     assert (lays[1].gap, lays[1].shape) == (4, (2, 4, 4))
     assert (lays[2].gap, lays[2].shape) == (4, (4, 4, 4))
     assert lays[-1].shape == (3, 1, 1)
-    assert [len(s[2]) for s in prog.steps if s[0] == "linear"] == [1, 2, 2, 2]  # merged x^2, x
+    assert [len(s.srcs) for s in prog.steps if s.kind == "linear"] == [1, 2, 2, 2]  # merged x^2, x
     assert "square" in prog.describe()
 
 
@@ -106,3 +106,25 @@ def test_unsupported_ops():
     g = Graph("act-out", nodes, 3, input_shape=(3, 2, 2))
     with pytest.raises(NotImplementedError):
         compile_model(Model(g, {}), 64)
+
+
+@pytest.mark.parametrize("policy", ["multiplexed", "packed", "per_channel"])
+def test_global_pool_by_rotations(policy, hekit):
+    model = tiny_fire_net()
+    x = np.random.default_rng(7).uniform(0, 1, model.graph.input_shape)
+    want = forward(model, x[None])[0]
+    matrix = compile_model(model, 1024, layout=policy)
+    prog = compile_model(model, 1024, layout=policy, global_pool="rotate")
+    assert prog.depth == matrix.depth == model.graph.depth()
+    assert [s.kind for s in prog.steps][-1] == "sum"
+    assert prog.costs()["pt_mults"] < matrix.costs()["pt_mults"]
+    np.testing.assert_allclose(prog.run(MirrorBackend(1024, depth=prog.depth), x), want, atol=1e-9)
+    if policy == "multiplexed":
+        got = prog.run(hekit.backend(prog.rotation_steps), x)
+        assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+    # a linear layer after the pool: sum first, divide in the linear stage
+    dw = tiny_dwsep_net()
+    x = np.random.default_rng(8).uniform(0, 1, dw.graph.input_shape)
+    prog = compile_model(dw, 1024, layout=policy, global_pool="rotate")
+    np.testing.assert_allclose(prog.run(MirrorBackend(1024, depth=prog.depth), x),
+                               forward(dw, x[None])[0], atol=1e-9)
