@@ -255,3 +255,21 @@ def test_stage_errors(rng):
     assert plan.costs() == stage.costs()
     with pytest.raises(RuntimeError, match="plan only"):
         plan.evaluate(mb, [[mb.encrypt(v) for v in lin.pack(np.zeros(lin.shape))]])
+
+
+def test_full_ciphertext_conv_32_to_32_at_n4096():
+    """A wide conv filling a whole ciphertext (32 channels x 8 x 8 = 2048 slots, wrap-around
+    channel offsets): 288 diagonals, BSGS rotations far below that, encrypted error tiny."""
+    from .conftest import HEKit
+    kit = HEKit(log_n=12, depth=2)
+    rng = np.random.default_rng(3)
+    m, f = conv_case(rng, 32, 32, 3, 1, 1)
+    lay = Layout.packed(32, H, W, kit.slots)
+    stage = LinearStage([(lay, m)], lay)
+    c = stage.costs()
+    assert c["diagonals"] == 32 * 9 and c["rotations"] <= 2 * int(np.sqrt(32 * 9)) + 4
+    x = rng.normal(size=(32, H, W))
+    be = kit.backend(stage.rotation_steps)
+    out = stage.evaluate(be, [[be.encrypt(v) for v in lay.pack(x)]])
+    want = f(x)
+    assert np.max(np.abs(lay.unpack([be.decrypt(o) for o in out]) - want)) < 1e-3 * np.abs(want).max()
