@@ -8,11 +8,14 @@ approximation error that key switching absorbs.
 import numpy as np
 from numba import njit, prange, float64, uint64
 
+from . import ifma_arith as _fx
+from .cpu import USE_IFMA
 from .modarith import mulmod, reduce_small
+from .ntt import _fwd_limb_ifma, _fwd_limb_portable, _inv_limb_ifma, _inv_limb_portable
 
 
 @njit(cache=True, parallel=True)
-def convert(x, q_from, qhat_inv, q_to, qhat_mod, out):
+def convert_portable(x, q_from, qhat_inv, q_to, qhat_mod, out):
     """Approximate basis conversion of coefficient-domain residues.
 
     x: (k, N) residues mod q_from; qhat_inv: (k,) [(Q/q_i)^-1]_{q_i};
@@ -116,3 +119,260 @@ def mixed_radix_digits(value: int, primes) -> np.ndarray:
         out.append(value % p)
         value //= p
     return np.array(out, dtype=np.uint64)
+
+
+def convert_ifma(x, q_from, qhat_inv, q_to, qhat_mod, out):
+    """``convert`` on AVX-512 IFMA (constants converted per call; the key switcher caches them)."""
+    qhat_mont = np.ascontiguousarray(_fx.mont(qhat_mod, q_to.reshape(1, -1)).T)
+    _fx.convert(x, q_from, qhat_inv, _fx.shoup(qhat_inv, q_from), q_to, _fx.neg_inv52(q_to),
+                qhat_mont, out)
+
+
+def convert(x, q_from, qhat_inv, q_to, qhat_mod, out):
+    """Approximate basis conversion of coefficient-domain residues.
+
+    x: (k, N) residues mod q_from; qhat_inv: (k,) [(Q/q_i)^-1]_{q_i};
+    qhat_mod: (k, m) [Q/q_i]_{p_t}; out: (m, N) residues mod q_to.
+    """
+    (convert_ifma if USE_IFMA else convert_portable)(x, q_from, qhat_inv, q_to, qhat_mod, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused hybrid key switching (ModUp, inner product, ModDown), few parallel regions
+# ---------------------------------------------------------------------------------------------
+# Each kernel is one prange region whose items are whole limbs: a limb's copy, inverse NTT,
+# basis conversion, forward NTT and final arithmetic run back to back while it is in cache,
+# and results go straight into their destination rows (no temporaries, no fancy indexing).
+# The inverse NTTs fold a per-row constant into their last stage (``ni``/``w1n`` are N^-1 and
+# w_inv[1] * N^-1 multiplied by [(Q/q_i)^-1]_{q_i}), so they output the conversion's y_i.
+# Conversion constants ``cm``: IFMA kernels take Montgomery forms (c * 2^52 mod p),
+# portable ones plain residues; ``*_c`` companions: Shoup (uint64) or w/q (float64).
+#
+# Shapes: c (k, N) NTT form over Q_l; ext (D, m, N) with m = k + alpha; digit j owns rows
+# [dig_lo[j], dig_hi[j]) of Q_l; the (digit, target row) items of ModUp are (item_digit,
+# item_pos); cm_up (D, m, alpha) with cm_up[j, t, i] the constant of source i of digit j
+# for target row t; cm_down (k, alpha).
+
+@njit(cache=True, parallel=True)
+def modup_prepare_ifma(c, own_digit, ext, y, rows, q, w, ws, ni, ni_c, w1n, w1n_c):
+    k, n = c.shape
+    for i in prange(k):
+        g = rows[i]
+        ci = c[i]
+        yi = y[i]
+        ei = ext[own_digit[i], i]
+        for j in range(n):
+            v = ci[j]
+            yi[j] = v
+            ei[j] = v
+        _inv_limb_ifma(yi, w[g], ws[g], q[g], ni[i], ni_c[i], w1n[i], w1n_c[i])
+
+
+@njit(cache=True, parallel=True)
+def modup_prepare_portable(c, own_digit, ext, y, rows, q, w, wf, ni, ni_c, w1n, w1n_c):
+    k, n = c.shape
+    for i in prange(k):
+        g = rows[i]
+        ci = c[i]
+        yi = y[i]
+        ei = ext[own_digit[i], i]
+        for j in range(n):
+            v = ci[j]
+            yi[j] = v
+            ei[j] = v
+        _inv_limb_portable(yi, w[g], wf[g], q[g], ni[i], ni_c[i], w1n[i], w1n_c[i])
+
+
+@njit(cache=True, parallel=True)
+def modup_convert_ifma(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp_rows, q, pneg, w, ws, ext):
+    for it in prange(item_digit.shape[0]):
+        j = item_digit[it]
+        t = item_pos[it]
+        g = qp_rows[t]
+        o = ext[j, t]
+        _fx.conv_row(y, dig_lo[j], dig_hi[j], cm[j, t], q[g], pneg[g], o)
+        _fwd_limb_ifma(o, w[g], ws[g], q[g])
+
+
+@njit(inline="always", cache=True)
+def _conv_row_portable(y, lo, hi, cm, p, out):
+    n = out.shape[0]
+    pinv = 1.0 / float64(p)
+    for j in range(n):
+        out[j] = 0
+    # each term < p < 2^50: fewer than 2^13 terms cannot overflow
+    for i in range(lo, hi):
+        c = cm[i - lo]
+        yi = y[i]
+        for j in range(n):
+            out[j] += mulmod(yi[j], c, p, pinv)
+    for j in range(n):
+        out[j] = reduce_small(out[j], p, pinv)
+
+
+@njit(cache=True, parallel=True)
+def modup_convert_portable(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp_rows, q, w, wf, ext):
+    for it in prange(item_digit.shape[0]):
+        j = item_digit[it]
+        t = item_pos[it]
+        g = qp_rows[t]
+        o = ext[j, t]
+        _conv_row_portable(y, dig_lo[j], dig_hi[j], cm[j, t], q[g], o)
+        _fwd_limb_portable(o, w[g], wf[g], q[g])
+
+
+@njit(inline="always", cache=True)
+def _sub_mul_row_portable(a, b, c, qi, out):
+    qinv = 1.0 / float64(qi)
+    for j in range(out.shape[0]):
+        s = a[j] + (qi - b[j])
+        s = min(s, s - qi)
+        out[j] = mulmod(s, c, qi, qinv)
+
+
+@njit(inline="always", cache=True)
+def _ip_row_portable(ext, key, r, g, qi, o0, o1):
+    d_count, m, n = ext.shape
+    qinv = 1.0 / float64(qi)
+    for j in range(n):
+        o0[j] = 0
+        o1[j] = 0
+    for d in range(d_count):
+        e = ext[d, r]
+        k0 = key[d, 0, g]
+        k1 = key[d, 1, g]
+        for j in range(n):
+            x = e[j]
+            o0[j] += mulmod(x, k0[j], qi, qinv)
+            o1[j] += mulmod(x, k1[j], qi, qinv)
+    for j in range(n):
+        o0[j] = reduce_small(o0[j], qi, qinv)
+        o1[j] = reduce_small(o1[j], qi, qinv)
+
+
+# ModDown of (size, m, N) over Q_l+P: y (size * alpha, N) scratch, tmp (size * k, N) scratch.
+@njit(cache=True, parallel=True)
+def moddown_prepare_ifma(x, y, p_rows, q, w, ws, ni, ni_c, w1n, w1n_c):
+    size, m, n = x.shape
+    alpha = p_rows.shape[0]
+    k = m - alpha
+    for it in prange(size * alpha):
+        s = it // alpha
+        j = it - s * alpha
+        g = p_rows[j]
+        src = x[s, k + j]
+        yi = y[it]
+        for jj in range(n):
+            yi[jj] = src[jj]
+        _inv_limb_ifma(yi, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+
+
+@njit(cache=True, parallel=True)
+def moddown_prepare_portable(x, y, p_rows, q, w, wf, ni, ni_c, w1n, w1n_c):
+    size, m, n = x.shape
+    alpha = p_rows.shape[0]
+    k = m - alpha
+    for it in prange(size * alpha):
+        s = it // alpha
+        j = it - s * alpha
+        g = p_rows[j]
+        src = x[s, k + j]
+        yi = y[it]
+        for jj in range(n):
+            yi[jj] = src[jj]
+        _inv_limb_portable(yi, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+
+
+@njit(cache=True, parallel=True)
+def moddown_finish_ifma(x, y, cm, q_rows, q, pneg, p_inv, p_inv_c, w, ws, tmp, out):
+    size, k, n = out.shape
+    alpha = y.shape[0] // size
+    for it in prange(size * k):
+        s = it // k
+        r = it - s * k
+        g = q_rows[r]
+        t = tmp[it]
+        _fx.conv_row(y, s * alpha, (s + 1) * alpha, cm[r], q[g], pneg[g], t)
+        _fwd_limb_ifma(t, w[g], ws[g], q[g])
+        _fx.sub_mul_row(x[s, r], t, p_inv[r], p_inv_c[r], q[g], out[s, r])
+
+
+@njit(cache=True, parallel=True)
+def moddown_finish_portable(x, y, cm, q_rows, q, p_inv, w, wf, tmp, out):
+    size, k, n = out.shape
+    alpha = y.shape[0] // size
+    for it in prange(size * k):
+        s = it // k
+        r = it - s * k
+        g = q_rows[r]
+        t = tmp[it]
+        _conv_row_portable(y, s * alpha, (s + 1) * alpha, cm[r], q[g], t)
+        _fwd_limb_portable(t, w[g], wf[g], q[g])
+        _sub_mul_row_portable(x[s, r], t, p_inv[r], q[g], out[s, r])
+
+
+# Inner product fused with ModDown: the P rows' products go straight into y (then inverse
+# NTT), the Q rows' products into ``out`` (then ModDown's last step in place).
+@njit(cache=True, parallel=True)
+def ip_moddown_prepare_ifma(ext, key, qp_rows, q, qneg, rr, rr_c, w, ws, ni, ni_c, w1n, w1n_c, y):
+    m = ext.shape[1]
+    alpha = y.shape[0] // 2
+    k = m - alpha
+    for j in prange(alpha):
+        g = qp_rows[k + j]
+        y0 = y[j]
+        y1 = y[alpha + j]
+        _fx.ip_row(ext, key, k + j, g, q[g], qneg[g], rr[g], rr_c[g], y0, y1)
+        _inv_limb_ifma(y0, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+        _inv_limb_ifma(y1, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+
+
+@njit(cache=True, parallel=True)
+def ip_moddown_prepare_portable(ext, key, qp_rows, q, w, wf, ni, ni_c, w1n, w1n_c, y):
+    m = ext.shape[1]
+    alpha = y.shape[0] // 2
+    k = m - alpha
+    for j in prange(alpha):
+        g = qp_rows[k + j]
+        y0 = y[j]
+        y1 = y[alpha + j]
+        _ip_row_portable(ext, key, k + j, g, q[g], y0, y1)
+        _inv_limb_portable(y0, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+        _inv_limb_portable(y1, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+
+
+@njit(cache=True, parallel=True)
+def ip_moddown_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, rr, rr_c, pneg, p_inv, p_inv_c,
+                           w, ws, tmp, out):
+    size, k, n = out.shape
+    alpha = y.shape[0] // 2
+    for r in prange(k):
+        g = qp_rows[r]
+        o0 = out[0, r]
+        o1 = out[1, r]
+        _fx.ip_row(ext, key, r, g, q[g], qneg[g], rr[g], rr_c[g], o0, o1)
+        t = tmp[r]
+        _fx.conv_row(y, 0, alpha, cm[r], q[g], pneg[g], t)
+        _fwd_limb_ifma(t, w[g], ws[g], q[g])
+        _fx.sub_mul_row(o0, t, p_inv[r], p_inv_c[r], q[g], o0)
+        _fx.conv_row(y, alpha, 2 * alpha, cm[r], q[g], pneg[g], t)
+        _fwd_limb_ifma(t, w[g], ws[g], q[g])
+        _fx.sub_mul_row(o1, t, p_inv[r], p_inv_c[r], q[g], o1)
+
+
+@njit(cache=True, parallel=True)
+def ip_moddown_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, tmp, out):
+    size, k, n = out.shape
+    alpha = y.shape[0] // 2
+    for r in prange(k):
+        g = qp_rows[r]
+        o0 = out[0, r]
+        o1 = out[1, r]
+        _ip_row_portable(ext, key, r, g, q[g], o0, o1)
+        t = tmp[r]
+        _conv_row_portable(y, 0, alpha, cm[r], q[g], t)
+        _fwd_limb_portable(t, w[g], wf[g], q[g])
+        _sub_mul_row_portable(o0, t, p_inv[r], q[g], o0)
+        _conv_row_portable(y, alpha, 2 * alpha, cm[r], q[g], t)
+        _fwd_limb_portable(t, w[g], wf[g], q[g])
+        _sub_mul_row_portable(o1, t, p_inv[r], q[g], o1)

@@ -7,6 +7,8 @@ Arrays are ``(k, N)`` uint64; ``q`` is the ``(k,)`` vector of the rows' primes.
 import numpy as np
 from numba import njit, prange, float64, int64, uint64
 
+from .cpu import USE_IFMA
+
 
 @njit(inline="always", cache=True)
 def mulmod(a, b, q, qinv):
@@ -145,7 +147,7 @@ def mulmod_f(a, af, b, q, qinv):
 
 
 @njit(cache=True, parallel=True)
-def key_inner_product(ext, key, rows, q_all, out):
+def key_inner_product_portable(ext, key, rows, q_all, out):
     """out[c, r] = sum_d ext[d, r] * key[d, c, rows[r]] (mod q_all[rows[r]]) for c = 0, 1.
 
     ``ext`` (D, m, N) holds the ModUp-extended digits, ``key`` (D_all, 2, M, N) a key-switching
@@ -175,3 +177,33 @@ def key_inner_product(ext, key, rows, q_all, out):
         for j in range(n):
             o0[j] = reduce_small(o0[j], qi, qinv)
             o1[j] = reduce_small(o1[j], qi, qinv)
+
+
+_IP_CONSTANTS = {}
+
+
+def ifma_prime_constants(q_all):
+    """(-q^-1 mod 2^52, 2^52 mod q, its Shoup companion) per prime, cached by prime list."""
+    key = q_all.tobytes()
+    got = _IP_CONSTANTS.get(key)
+    if got is None:
+        from . import ifma_arith as fx
+        got = (fx.neg_inv52(q_all),) + fx.r52(q_all)
+        _IP_CONSTANTS[key] = got
+    return got
+
+
+def key_inner_product_ifma(ext, key, rows, q_all, out):
+    from . import ifma_arith as fx
+    qneg, rr, rr_s = ifma_prime_constants(q_all)
+    fx.key_inner_product(ext, key, rows, q_all, qneg, rr, rr_s, out)
+
+
+def key_inner_product(ext, key, rows, q_all, out):
+    """out[c, r] = sum_d ext[d, r] * key[d, c, rows[r]] (mod q_all[rows[r]]) for c = 0, 1.
+
+    ``ext`` (D, m, N) holds the ModUp-extended digits, ``key`` (D_all, 2, M, N) a key-switching
+    key over every prime of the context; ``rows`` picks the key rows of the current basis.
+    IFMA (lazy Montgomery sums) where available, else the portable kernel.
+    """
+    (key_inner_product_ifma if USE_IFMA else key_inner_product_portable)(ext, key, rows, q_all, out)

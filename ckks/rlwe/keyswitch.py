@@ -9,22 +9,111 @@ import math
 
 import numpy as np
 
-from kernels import basis, modarith
+from kernels import basis, cpu, modarith
+from kernels import ifma_arith as fx
 
 
 class KeySwitcher:
-    def __init__(self, context):
+    """Key switching for one context; every table is cached per level.
+
+    The work runs in a handful of fused kernels (``kernels.basis``), each one parallel region
+    over whole limbs: ``decompose`` is two regions (inverse NTT + scale of the digits' rows,
+    then conversion + forward NTT of every (digit, target row)), ``switch_ext`` (inner product
+    and ModDown) two more.  ``ifma`` picks the AVX-512 IFMA kernels (default: where the CPU
+    has them and HEMET_PORTABLE is not set) or the portable ones.
+    """
+
+    def __init__(self, context, ifma: bool = None):
         self.ctx = context
         self.alpha = context.params.alpha
+        if ifma is None:
+            ifma = cpu.USE_IFMA
+        if ifma and not cpu.HAS_IFMA:
+            raise RuntimeError("this CPU has no AVX-512 IFMA")
+        self.ifma = bool(ifma)
         self._up = {}
         self._down = {}
+        self._up_plans = {}
+        self._down_plans = {}
+        t = context.tables
+        q = context.q_all
+        if self.ifma:
+            self._qneg, self._r52, self._r52_c = modarith.ifma_prime_constants(q)
+            self._fwd = (t.w_fwd, t.ws_fwd)
+            self._inv = (t.w_inv, t.ws_inv)
+        else:
+            self._fwd = (t.w_fwd, t.wf_fwd)
+            self._inv = (t.w_inv, t.wf_inv)
 
     def digit_count(self, level: int) -> int:
         return math.ceil((level + 1) / self.alpha)
 
     # -- precomputation ------------------------------------------------------------------
+    def _companion(self, w, q):
+        """Shoup companions (IFMA) or float quotients w/q (portable) of constants w < q."""
+        if self.ifma:
+            return fx.shoup(w, q)
+        return np.asarray(w, dtype=np.uint64).astype(np.float64) / np.asarray(q, dtype=np.uint64).astype(np.float64)
+
+    def _folded_inverse(self, rows, factors):
+        """Last-stage constants of inverse NTTs whose output is scaled by ``factors``."""
+        t = self.ctx.tables
+        q = t.q[rows]
+        f = [int(x) for x in factors]
+        ni = np.array([int(a) * b % int(p) for a, b, p in zip(t.n_inv[rows], f, q)], dtype=np.uint64)
+        w1n = np.array([int(a) * b % int(p) for a, b, p in zip(t.w1_n_inv[rows], f, q)], dtype=np.uint64)
+        return ni, self._companion(ni, q), w1n, self._companion(w1n, q)
+
+    def _up_plan(self, level: int):
+        if level in self._up_plans:
+            return self._up_plans[level]
+        ctx = self.ctx
+        k = level + 1
+        qp = ctx.qp_rows(level)
+        m = len(qp)
+        digits = self.digit_count(level)
+        dig_lo = np.array([j * self.alpha for j in range(digits)], dtype=np.int64)
+        dig_hi = np.minimum(dig_lo + self.alpha, k).astype(np.int64)
+        own_digit = (np.arange(k) // self.alpha).astype(np.int64)
+        qhat_inv = np.empty(k, dtype=np.uint64)
+        cm = np.zeros((digits, m, self.alpha), dtype=np.uint64)
+        items = []
+        for j in range(digits):
+            lo, hi = int(dig_lo[j]), int(dig_hi[j])
+            targets = [t for t in range(m) if not lo <= t < hi]
+            items += [(j, t) for t in targets]
+            inv, hat_mod = _conversion_constants(ctx, np.arange(lo, hi), qp[targets])
+            qhat_inv[lo:hi] = inv
+            p_t = ctx.q_all[qp[targets]]
+            if self.ifma:
+                hat_mod = fx.mont(hat_mod, p_t.reshape(1, -1))
+            cm[j, targets, :hi - lo] = hat_mod.T
+        item_digit = np.array([a for a, _ in items], dtype=np.int64)
+        item_pos = np.array([b for _, b in items], dtype=np.int64)
+        plan = (own_digit, dig_lo, dig_hi, item_digit, item_pos, cm,
+                self._folded_inverse(ctx.q_rows(level), qhat_inv))
+        self._up_plans[level] = plan
+        return plan
+
+    def _down_plan(self, level: int):
+        if level in self._down_plans:
+            return self._down_plans[level]
+        ctx = self.ctx
+        q_rows = ctx.q_rows(level)
+        phat_inv, phat_mod = _conversion_constants(ctx, ctx.special_rows, q_rows)
+        q = ctx.q_all[q_rows]
+        if self.ifma:
+            phat_mod = fx.mont(phat_mod, q.reshape(1, -1))
+        cm = np.ascontiguousarray(phat_mod.T)                     # (k, alpha)
+        p_inv = np.array([pow(ctx.p_product % int(x), -1, int(x)) for x in q], dtype=np.uint64)
+        plan = (cm, p_inv, self._companion(p_inv, q) if self.ifma else None,
+                self._folded_inverse(ctx.special_rows, phat_inv))
+        self._down_plans[level] = plan
+        return plan
+
     def _up_tables(self, level: int):
-        """Per digit: own rows, target rows, their positions in the Q_l+P basis, constants."""
+        """Per digit: own rows, target rows, their positions in the Q_l+P basis, constants
+        (the unfused form, kept for profiling tools)."""
         if level in self._up:
             return self._up[level]
         ctx = self.ctx
@@ -50,57 +139,93 @@ class KeySwitcher:
         self._down[level] = (phat_inv, phat_mod, p_inv)
         return self._down[level]
 
-    # -- the three steps -----------------------------------------------------------------
+    # -- the steps -------------------------------------------------------------------------
     def decompose(self, c: np.ndarray, level: int) -> np.ndarray:
         """ModUp every digit of ``c`` (NTT form over Q_l): (digits, l+1+alpha, N) NTT form."""
         ctx = self.ctx
-        q_rows = ctx.q_rows(level)
-        coeff = c.copy()
-        ctx.intt(coeff, q_rows)
-        tables = self._up_tables(level)
-        m = level + 1 + len(ctx.special_rows)
-        ext = np.empty((len(tables), m, ctx.n), dtype=np.uint64)
-        for j, (own, own_pos, to_rows, to_pos, qhat_inv, qhat_mod) in enumerate(tables):
-            ext[j, own_pos] = c[own]
-            conv = np.empty((len(to_rows), ctx.n), dtype=np.uint64)
-            basis.convert(coeff[own[0]:own[-1] + 1], ctx.q_all[own], qhat_inv,
-                          ctx.q_all[to_rows], qhat_mod, conv)
-            ctx.ntt(conv, to_rows)
-            ext[j, to_pos] = conv
+        own_digit, dig_lo, dig_hi, item_digit, item_pos, cm, (ni, ni_c, w1n, w1n_c) = self._up_plan(level)
+        k = level + 1
+        c = np.ascontiguousarray(c, dtype=np.uint64)
+        if c.shape != (k, ctx.n):
+            raise ValueError(f"expected a ({k}, {ctx.n}) polynomial, got {c.shape}")
+        m = k + len(ctx.special_rows)
+        ext = np.empty((len(dig_lo), m, ctx.n), dtype=np.uint64)
+        y = np.empty((k, ctx.n), dtype=np.uint64)
+        q_rows, qp = ctx.q_rows(level), ctx.qp_rows(level)
+        q = ctx.q_all
+        if self.ifma:
+            basis.modup_prepare_ifma(c, own_digit, ext, y, q_rows, q, *self._inv, ni, ni_c, w1n, w1n_c)
+            basis.modup_convert_ifma(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp, q, self._qneg,
+                                     *self._fwd, ext)
+        else:
+            basis.modup_prepare_portable(c, own_digit, ext, y, q_rows, q, *self._inv, ni, ni_c, w1n, w1n_c)
+            basis.modup_convert_portable(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp, q,
+                                         *self._fwd, ext)
         return ext
 
     def inner_product(self, ext: np.ndarray, key_data: np.ndarray, level: int) -> np.ndarray:
         """sum_d ext[d] * key[d] over Q_l+P: (2, l+1+alpha, N)."""
         ctx = self.ctx
         out = np.empty((2, ext.shape[1], ctx.n), dtype=np.uint64)
-        modarith.key_inner_product(ext, key_data, ctx.qp_rows(level), ctx.q_all, out)
+        if self.ifma:
+            fx.key_inner_product(ext, key_data, ctx.qp_rows(level), ctx.q_all, self._qneg,
+                                 self._r52, self._r52_c, out)
+        else:
+            modarith.key_inner_product_portable(ext, key_data, ctx.qp_rows(level), ctx.q_all, out)
         return out
 
     def mod_down(self, x: np.ndarray, level: int) -> np.ndarray:
         """Divide (size, l+1+alpha, N) NTT-form polynomials by P: (size, l+1, N) over Q_l."""
         ctx = self.ctx
-        phat_inv, phat_mod, p_inv = self._down_tables(level)
-        q_rows = ctx.q_rows(level)
+        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)
         k = level + 1
+        x = np.ascontiguousarray(x, dtype=np.uint64)
         size = x.shape[0]
         alpha = len(ctx.special_rows)
-        xp = np.ascontiguousarray(x[:, k:]).reshape(size * alpha, ctx.n)
-        ctx.intt(xp, np.tile(ctx.special_rows, size))
-        q = ctx.q_all[q_rows]
-        conv = np.empty((size * k, ctx.n), dtype=np.uint64)
-        for s in range(size):
-            basis.convert(xp[s * alpha:(s + 1) * alpha], ctx.q_all[ctx.special_rows], phat_inv,
-                          q, phat_mod, conv[s * k:(s + 1) * k])
-        ctx.ntt(conv, np.tile(q_rows, size))
+        y = np.empty((size * alpha, ctx.n), dtype=np.uint64)
+        tmp = np.empty((size * k, ctx.n), dtype=np.uint64)
         out = np.empty((size, k, ctx.n), dtype=np.uint64)
-        for s in range(size):
-            modarith.sub_mul_scalar(x[s, :k], conv[s * k:(s + 1) * k], p_inv, q, out[s])
+        q = ctx.q_all
+        if self.ifma:
+            basis.moddown_prepare_ifma(x, y, ctx.special_rows, q, *self._inv, ni, ni_c, w1n, w1n_c)
+            basis.moddown_finish_ifma(x, y, cm, ctx.q_rows(level), q, self._qneg, p_inv, p_inv_c,
+                                      *self._fwd, tmp, out)
+        else:
+            basis.moddown_prepare_portable(x, y, ctx.special_rows, q, *self._inv, ni, ni_c, w1n, w1n_c)
+            basis.moddown_finish_portable(x, y, cm, ctx.q_rows(level), q, p_inv, *self._fwd, tmp, out)
+        return out
+
+    def switch_ext(self, ext: np.ndarray, key_data: np.ndarray, level: int) -> np.ndarray:
+        """Inner product with the key and ModDown, fused: (2, l+1, N) from ``decompose``'s
+        digits (equals ``mod_down(inner_product(ext, key_data, level), level)``)."""
+        ctx = self.ctx
+        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)
+        k = level + 1
+        alpha = len(ctx.special_rows)
+        if ext.shape[1] != k + alpha or not ext.flags.c_contiguous:
+            raise ValueError("ext must be decompose's C-contiguous output for this level")
+        if not key_data.flags.c_contiguous or key_data.shape[0] < ext.shape[0]:
+            raise ValueError("key_data must be a C-contiguous switching key with enough digits")
+        y = np.empty((2 * alpha, ctx.n), dtype=np.uint64)
+        tmp = np.empty((k, ctx.n), dtype=np.uint64)
+        out = np.empty((2, k, ctx.n), dtype=np.uint64)
+        qp = ctx.qp_rows(level)
+        q = ctx.q_all
+        if self.ifma:
+            basis.ip_moddown_prepare_ifma(ext, key_data, qp, q, self._qneg, self._r52, self._r52_c,
+                                          *self._inv, ni, ni_c, w1n, w1n_c, y)
+            basis.ip_moddown_finish_ifma(ext, key_data, y, cm, qp, q, self._qneg, self._r52, self._r52_c,
+                                         self._qneg, p_inv, p_inv_c,
+                                         *self._fwd, tmp, out)
+        else:
+            basis.ip_moddown_prepare_portable(ext, key_data, qp, q, *self._inv, ni, ni_c, w1n, w1n_c, y)
+            basis.ip_moddown_finish_portable(ext, key_data, y, cm, qp, q, p_inv, *self._fwd, tmp, out)
         return out
 
     def switch(self, c: np.ndarray, key_data: np.ndarray, level: int) -> np.ndarray:
         """Key-switch one component: (2, l+1, N) whose decryption under the key's target
         secret equals c times the key's source secret."""
-        return self.mod_down(self.inner_product(self.decompose(c, level), key_data, level), level)
+        return self.switch_ext(self.decompose(c, level), key_data, level)
 
 
 def _conversion_constants(ctx, from_rows, to_rows):

@@ -1,0 +1,232 @@
+"""AVX-512 IFMA building blocks for element-wise RNS arithmetic and basis conversion.
+
+Vectors of eight uint64 lanes (``kernels.ifma.V8``), values below 2^52.  Two reductions:
+
+* Shoup (constant multiplier): ``vmulred(x, w, ws)`` = x*w mod q in [0, 2q) for x < 2^52,
+  w < q and ws = floor(w * 2^52 / q) (see ``kernels/ntt.py``).
+* Montgomery with R = 2^52, lazily accumulated: products a*b (a, b < 2^50) are summed as their
+  low and high 52-bit halves (``madd52lo`` / ``madd52hi``, no reduction per term), and
+  ``vredc`` returns a value congruent to (hi * 2^52 + lo) * 2^-52 mod p.  Sums of at most
+  ``GROUP`` = 4 terms are reduced at a time: each high half is < a*b / 2^52 < p/4 (a < 2^50,
+  b < p), so redc's result is < hi + p + 5 < 2p + 5 and two ``min(t, t - p)`` make it exact.
+  A Montgomery constant c' = c * 2^52 mod p in the sum makes the result exactly sum a*c mod p.
+
+Like ``kernels/ifma.py``: only call these when ``kernels.cpu.HAS_IFMA`` is true.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange
+from numba.core.extending import intrinsic
+
+from .ifma import V8, madd52hi, madd52lo, vadd, vand, vbcast, vload, vmin, vstore, vsub
+
+GROUP = 4
+MASK52 = np.uint64((1 << 52) - 1)
+_R = 1 << 52
+
+
+@intrinsic
+def vsrl52(typingctx, a):
+    """Lane-wise logical shift right by 52."""
+    if a != V8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(ir.IntType(64), 8)
+        return builder.lshr(args[0], ir.Constant(vec, [52] * 8))
+
+    return V8(a), codegen
+
+
+# -- host-side constants --------------------------------------------------------------------
+def shoup(w, q):
+    """floor(w * 2^52 / q) element-wise (Python ints; w < q < 2^50)."""
+    w = np.asarray(w, dtype=np.uint64)
+    q = np.broadcast_to(np.asarray(q, dtype=np.uint64), w.shape)
+    return np.array([(int(a) << 52) // int(b) for a, b in zip(w.ravel(), q.ravel())],
+                    dtype=np.uint64).reshape(w.shape)
+
+
+def mont(c, p):
+    """c * 2^52 mod p element-wise (Montgomery form)."""
+    c = np.asarray(c, dtype=np.uint64)
+    p = np.broadcast_to(np.asarray(p, dtype=np.uint64), c.shape)
+    return np.array([(int(a) << 52) % int(b) for a, b in zip(c.ravel(), p.ravel())],
+                    dtype=np.uint64).reshape(c.shape)
+
+
+def neg_inv52(q):
+    """-q^-1 mod 2^52 per prime (the Montgomery reduction's multiplier)."""
+    return np.array([(-pow(int(x), -1, _R)) % _R for x in np.asarray(q).ravel()], dtype=np.uint64)
+
+
+def r52(q):
+    """2^52 mod q and its Shoup companion: multiplying a redc result by it undoes the 2^-52."""
+    r = np.array([_R % int(x) for x in np.asarray(q).ravel()], dtype=np.uint64)
+    return r, shoup(r, q)
+
+
+# -- vector helpers ---------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def vmulred(x, w, ws, negq, mask, zero):
+    """x*w mod q in [0, 2q) for x < 2^52 (negq = 2^52 - q)."""
+    qh = madd52hi(zero, x, ws)
+    return vand(madd52lo(madd52lo(zero, x, w), qh, negq), mask)
+
+
+@njit(cache=True, inline="always")
+def vredc(alo, ahi, p, pneg, zero):
+    """(ahi * 2^52 + alo) * 2^-52 mod p, up to a few multiples of p (see the module doc).
+
+    m = lo52(alo) * (-p^-1) mod 2^52 makes alo + lo52(m p) a multiple of 2^52, so
+    (ahi 2^52 + alo + m p) / 2^52 = ahi + hi52(m p) + (alo + lo52(m p)) >> 52 exactly."""
+    m = madd52lo(zero, alo, pneg)
+    c = vsrl52(madd52lo(alo, m, p))
+    return madd52hi(vadd(ahi, c), m, p)
+
+
+@njit(cache=True, inline="always")
+def vfix2(t, p):
+    """[0, 3p) -> [0, p)."""
+    t = vmin(t, vsub(t, p))
+    return vmin(t, vsub(t, p))
+
+
+@njit(cache=True, inline="always")
+def conv_row(y, lo, hi, cm, ps, pnegs, out):
+    """out[j] = sum_{i in [lo, hi)} y[i, j] * c_i mod p, exactly in [0, p).
+
+    y: C-contiguous (rows, n) with entries < 2^50; cm[i - lo] = c_i * 2^52 mod p (Montgomery
+    constants, c_i < p); out: (n,) C-contiguous, n a multiple of 8."""
+    n = np.uint64(out.shape[0])
+    zero = vbcast(np.uint64(0))
+    p = vbcast(ps)
+    pneg = vbcast(pnegs)
+    ulo = np.uint64(lo)
+    if hi - lo <= GROUP:
+        for jj in range(np.uint64(0), n, np.uint64(8)):
+            alo = zero
+            ahi = zero
+            for ii in range(lo, hi):
+                v = vload(y, np.uint64(ii) * n + jj)
+                c = vbcast(cm[np.uint64(ii) - ulo])
+                alo = madd52lo(alo, v, c)
+                ahi = madd52hi(ahi, v, c)
+            vstore(out, jj, vfix2(vredc(alo, ahi, p, pneg, zero), p))
+        return
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        s = zero
+        i = lo
+        while i < hi:
+            ie = min(i + GROUP, hi)
+            alo = zero
+            ahi = zero
+            for ii in range(i, ie):
+                v = vload(y, np.uint64(ii) * n + jj)
+                c = vbcast(cm[np.uint64(ii) - ulo])
+                alo = madd52lo(alo, v, c)
+                ahi = madd52hi(ahi, v, c)
+            s = vadd(s, vfix2(vredc(alo, ahi, p, pneg, zero), p))
+            s = vmin(s, vsub(s, p))
+            i = ie
+        vstore(out, jj, s)
+
+
+@njit(cache=True, inline="always")
+def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
+    """o_c[j] = sum_d ext[d, r, j] * key[d, c, g, j] mod q for c = 0, 1, exactly in [0, q).
+
+    ext (D, m, n) and key (D_all, 2, M, n) C-contiguous, entries < q < 2^50."""
+    d_count, m, nn = ext.shape
+    big_m = np.uint64(key.shape[2])
+    n = np.uint64(nn)
+    um = np.uint64(m)
+    ur = np.uint64(r)
+    ug = np.uint64(g)
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    qneg = vbcast(qnegs)
+    negq = vbcast(np.uint64(1 << 52) - qs)
+    mask = vbcast(MASK52)
+    rr = vbcast(r52s)
+    rrs = vbcast(r52ss)
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        s0 = zero
+        s1 = zero
+        d = 0
+        while d < d_count:
+            de = min(d + GROUP, d_count)
+            l0 = zero
+            h0 = zero
+            l1 = zero
+            h1 = zero
+            for dd in range(d, de):
+                ud = np.uint64(dd)
+                v = vload(ext, (ud * um + ur) * n + jj)
+                k0 = vload(key, ((ud * np.uint64(2)) * big_m + ug) * n + jj)
+                k1 = vload(key, ((ud * np.uint64(2) + np.uint64(1)) * big_m + ug) * n + jj)
+                l0 = madd52lo(l0, v, k0)
+                h0 = madd52hi(h0, v, k0)
+                l1 = madd52lo(l1, v, k1)
+                h1 = madd52hi(h1, v, k1)
+            s0 = vadd(s0, vfix2(vredc(l0, h0, q, qneg, zero), q))
+            s0 = vmin(s0, vsub(s0, q))
+            s1 = vadd(s1, vfix2(vredc(l1, h1, q, qneg, zero), q))
+            s1 = vmin(s1, vsub(s1, q))
+            d = de
+        # s = S * 2^-52 mod q; times 2^52 mod q (Shoup) gives S
+        t0 = vmulred(s0, rr, rrs, negq, mask, zero)
+        t1 = vmulred(s1, rr, rrs, negq, mask, zero)
+        vstore(o0, jj, vmin(t0, vsub(t0, q)))
+        vstore(o1, jj, vmin(t1, vsub(t1, q)))
+
+
+@njit(cache=True, inline="always")
+def sub_mul_row(a, b, cs, css, qs, out):
+    """out[j] = (a[j] - b[j]) * c mod q for a, b < q (cs = c, css its Shoup companion)."""
+    n = np.uint64(out.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    negq = vbcast(np.uint64(1 << 52) - qs)
+    mask = vbcast(MASK52)
+    c = vbcast(cs)
+    cc = vbcast(css)
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        d = vsub(vadd(vload(a, jj), q), vload(b, jj))    # (0, 2q)
+        t = vmulred(d, c, cc, negq, mask, zero)
+        vstore(out, jj, vmin(t, vsub(t, q)))
+
+
+# -- element-wise kernels -----------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def key_inner_product(ext, key, rows, q_all, qneg_all, r52_all, r52s_all, out):
+    """IFMA ``modarith.key_inner_product`` (same contract) with per-prime constants."""
+    m = ext.shape[1]
+    for r in prange(m):
+        g = rows[r]
+        ip_row(ext, key, r, g, q_all[g], qneg_all[g], r52_all[g], r52s_all[g], out[0, r], out[1, r])
+
+
+@njit(cache=True, parallel=True)
+def convert(x, q_from, qhat_inv, qhat_inv_s, q_to, pneg_to, qhat_mont, out):
+    """IFMA ``basis.convert``: qhat_mont (m, k) holds [Q/q_i]_{p_t} * 2^52 mod p_t
+    (transposed: one contiguous row of constants per target)."""
+    k, nn = x.shape
+    n = np.uint64(nn)
+    m = q_to.shape[0]
+    y = np.empty((k, nn), dtype=np.uint64)
+    for i in prange(k):
+        zero = vbcast(np.uint64(0))
+        qs = q_from[i]
+        q = vbcast(qs)
+        negq = vbcast(np.uint64(1 << 52) - qs)
+        mask = vbcast(MASK52)
+        c = vbcast(qhat_inv[i])
+        cs = vbcast(qhat_inv_s[i])
+        xi = x[i]
+        yi = y[i]
+        for jj in range(np.uint64(0), n, np.uint64(8)):
+            t = vmulred(vload(xi, jj), c, cs, negq, mask, zero)
+            vstore(yi, jj, vmin(t, vsub(t, q)))
+    for t in prange(m):
+        conv_row(y, 0, k, qhat_mont[t], q_to[t], pneg_to[t], out[t])

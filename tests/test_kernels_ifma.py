@@ -1,0 +1,185 @@
+"""IFMA and portable key-switching kernels against Python-integer references.
+
+Both families run in one process: the IFMA kernels are called directly (skipped without
+IFMA), the portable ones through ``KeySwitcher(ctx, ifma=False)`` and their ``*_portable``
+names.  Edge values 0, 1 and q-1 are planted in every input.
+"""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import ckks
+from ckks.rlwe.keyswitch import KeySwitcher
+from kernels import basis, cpu, modarith, ntt
+from ckks.ring.primes import largest_primes, scale_primes
+
+N = 64
+PRIMES = largest_primes(50, 4, N) + scale_primes(40, 3, N) + scale_primes(30, 2, N) + largest_primes(17, 1, N)
+Q = np.array(PRIMES, dtype=np.uint64)
+seeds = st.integers(0, 2 ** 32 - 1)
+
+PATHS = ["portable", pytest.param("ifma", marks=pytest.mark.skipif(
+    not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA"))]
+
+
+def edge(rng, primes, n=N):
+    a = np.stack([rng.integers(0, int(q), n, dtype=np.uint64) for q in primes])
+    for i, q in enumerate(primes):
+        a[i, :4] = [0, 1, q - 1, q - 1]
+    return a
+
+
+def crt_hat(src):
+    big = 1
+    for q in src:
+        big *= q
+    hat = [big // q for q in src]
+    return big, hat, np.array([pow(h % q, -1, q) for h, q in zip(hat, src)], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, k=st.integers(1, 9), m=st.integers(1, 5))
+def test_convert_exact(path, seed, k, m):
+    """Both paths return exactly sum_i [x_i qhat_inv_i]_{q_i} * (Q/q_i) mod p_t (k > 4 uses
+    several Montgomery groups on the IFMA path)."""
+    rng = np.random.default_rng(seed)
+    src = PRIMES[:k]
+    dst = PRIMES[k:k + m] or PRIMES[-1:]
+    big, hat, hat_inv = crt_hat(src)
+    hat_mod = np.array([[h % p for p in dst] for h in hat], dtype=np.uint64)
+    x = edge(rng, src)
+    out = np.empty((len(dst), N), dtype=np.uint64)
+    kern = basis.convert_ifma if path == "ifma" else basis.convert_portable
+    kern(x, np.array(src, dtype=np.uint64), hat_inv, np.array(dst, dtype=np.uint64), hat_mod, out)
+    for j in range(N):
+        val = sum(int(x[i, j]) * int(hat_inv[i]) % q * h for i, (q, h) in enumerate(zip(src, hat)))
+        assert [int(o) for o in out[:, j]] == [val % p for p in dst]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, d=st.integers(1, 9))
+def test_key_inner_product_exact(path, seed, d):
+    """Lazy Montgomery sums over 1..9 digits (several groups of 4), all-(q-1) worst case."""
+    rng = np.random.default_rng(seed)
+    rows = np.array([0, 3, 5, 8, 9], dtype=np.int64)
+    ext = np.stack([edge(rng, [PRIMES[r] for r in rows]) for _ in range(d)])
+    key = np.stack([np.stack([edge(rng, PRIMES) for _ in range(2)]) for _ in range(d + 1)])
+    ext[:, :, 5] = (Q[rows] - 1)[None, :]
+    key[:, :, :, 5] = (Q - 1)[None, None, :]
+    out = np.empty((2, len(rows), N), dtype=np.uint64)
+    kern = modarith.key_inner_product_ifma if path == "ifma" else modarith.key_inner_product_portable
+    kern(ext, key, rows, Q, out)
+    for c in range(2):
+        for r, g in enumerate(rows):
+            q = PRIMES[g]
+            expect = [sum(int(ext[t, r, j]) * int(key[t, c, g, j]) for t in range(d)) % q for j in range(N)]
+            assert [int(v) for v in out[c, r]] == expect
+
+
+# -- the fused key-switching kernels, through KeySwitcher, against a Python-int model -----------
+@pytest.fixture(scope="module")
+def tiny():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ckks.SecurityWarning)
+        params = ckks.Parameters(allow_insecure=True, log_n=6, depth=4, dnum=2)
+    ctx = ckks.Context(params)
+    key = ckks.KeyGenerator(ctx).relin_key().data
+    return ctx, key
+
+
+def _coeffs(ctx, a, rows):
+    a = a.copy()
+    ntt.inverse(a, rows, ctx.tables)
+    return a
+
+
+def _ntt(ctx, a, rows):
+    a = np.ascontiguousarray(a, dtype=np.uint64).copy()
+    ntt.forward(a, rows, ctx.tables)
+    return a
+
+
+def _ref_convert(vals, src, dst):
+    """Fast basis conversion of coefficient columns (Python ints)."""
+    big, hat, hat_inv = crt_hat(src)
+    out = np.empty((len(dst), vals.shape[1]), dtype=np.uint64)
+    for j in range(vals.shape[1]):
+        s = sum(int(vals[i, j]) * int(hat_inv[i]) % q * h for i, (q, h) in enumerate(zip(src, hat)))
+        out[:, j] = [s % p for p in dst]
+    return out
+
+
+def ref_decompose(ctx, alpha, c, level):
+    k = level + 1
+    qp = ctx.qp_rows(level)
+    coeff = _coeffs(ctx, c, ctx.q_rows(level))
+    digits = -(-k // alpha)
+    ext = np.empty((digits, len(qp), ctx.n), dtype=np.uint64)
+    for j in range(digits):
+        lo, hi = j * alpha, min((j + 1) * alpha, k)
+        tgt = [t for t in range(len(qp)) if not lo <= t < hi]
+        ext[j, lo:hi] = c[lo:hi]
+        conv = _ref_convert(coeff[lo:hi], [int(q) for q in ctx.q_all[lo:hi]],
+                            [int(ctx.q_all[qp[t]]) for t in tgt])
+        ext[j, tgt] = _ntt(ctx, conv, qp[tgt])
+    return ext
+
+
+def ref_inner_product(ctx, ext, key, level):
+    qp = ctx.qp_rows(level)
+    out = np.empty((2, len(qp), ctx.n), dtype=np.uint64)
+    for c in range(2):
+        for r, g in enumerate(qp):
+            q = int(ctx.q_all[g])
+            out[c, r] = [sum(int(ext[d, r, j]) * int(key[d, c, g, j]) for d in range(ext.shape[0])) % q
+                         for j in range(ctx.n)]
+    return out
+
+
+def ref_mod_down(ctx, x, level):
+    k = level + 1
+    sp = ctx.special_rows
+    pr = [int(ctx.q_all[r]) for r in sp]
+    qs = [int(ctx.q_all[r]) for r in range(k)]
+    out = np.empty((x.shape[0], k, ctx.n), dtype=np.uint64)
+    for s in range(x.shape[0]):
+        xp = _coeffs(ctx, np.ascontiguousarray(x[s, k:]), sp)
+        conv = _ntt(ctx, _ref_convert(xp, pr, qs), ctx.q_rows(level))
+        for r, q in enumerate(qs):
+            pinv = pow(ctx.p_product % q, -1, q)
+            out[s, r] = [(int(a) - int(b)) * pinv % q for a, b in zip(x[s, r], conv[r])]
+    return out
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, level=st.integers(0, 4))
+def test_keyswitch_steps_exact(tiny, path, seed, level):
+    """decompose, inner_product, mod_down, switch_ext and switch against the models
+    (level 0..4 with alpha 3: partial last digits included)."""
+    ctx, key = tiny
+    ks = KeySwitcher(ctx, ifma=(path == "ifma"))
+    rng = np.random.default_rng(seed)
+    c = edge(rng, [int(q) for q in ctx.q_all[:level + 1]], ctx.n)
+    ext = ks.decompose(c, level)
+    assert np.array_equal(ext, ref_decompose(ctx, ks.alpha, c, level))
+    ip = ks.inner_product(ext, key, level)
+    assert np.array_equal(ip, ref_inner_product(ctx, ext, key, level))
+    x = np.stack([edge(rng, [int(ctx.q_all[g]) for g in ctx.qp_rows(level)], ctx.n) for _ in range(3)])
+    assert np.array_equal(ks.mod_down(x, level), ref_mod_down(ctx, x, level))
+    expect = ref_mod_down(ctx, ip, level)
+    assert np.array_equal(ks.mod_down(ip, level), expect)
+    assert np.array_equal(ks.switch_ext(ext, key, level), expect)
+    assert np.array_equal(ks.switch(c, key, level), expect)
+
+
+@pytest.mark.skipif(not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA")
+def test_ifma_and_portable_switchers_agree(small):
+    ctx = small.ctx
+    key = small.evaluator.relin_key.data
+    rng = np.random.default_rng(5)
+    for level in (ctx.max_level, 1):
+        c = edge(rng, [int(q) for q in ctx.q_all[:level + 1]], ctx.n)
+        a, b = KeySwitcher(ctx, ifma=True), KeySwitcher(ctx, ifma=False)
+        assert np.array_equal(a.switch(c, key, level), b.switch(c, key, level))
