@@ -300,7 +300,8 @@ class Program:
 
 
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
-                  baby_steps: int = None, global_pool: str = "matrix") -> Program:
+                  baby_steps: int = None, global_pool: str = "matrix",
+                  materialize: bool = True) -> Program:
     """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights).
 
     ``global_pool``: ``"matrix"`` folds global average pooling into the linear stages (the
@@ -308,10 +309,12 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     log2(H) + log2(W) rotations and additions instead of thousands of diagonals (the 1/(H W)
     goes into the stage before), but the other slots of the result then hold partial sums of
     the last feature map: mask them (one more level) before the client decrypts where the
-    model must stay private.
+    model must stay private.  ``materialize=False`` builds the plans only (costs, depth,
+    rotation keys; no diagonal values, cannot run): for cost estimates of large layouts.
     """
     if global_pool not in ("matrix", "rotate"):
         raise ValueError(f"global_pool must be 'matrix' or 'rotate', got {global_pool!r}")
+    build_values = bool(materialize)
     g = model.graph
     weights = model.weights
     shapes = g.shapes
@@ -340,7 +343,7 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
         first = prog.layouts[srcs[0]]
         out_layout = choose_layout(layout, e.shape, first, slots)
         stage = LinearStage([(prog.layouts[v], e.terms[v]) for v in srcs], out_layout, bias=e.bias,
-                            baby_steps=baby_steps, name=name)
+                            baby_steps=baby_steps, name=name, materialize=build_values)
         vid = prog.add_linear(stage, srcs)
         src_shapes[vid] = out_layout.shape
         materialized[name] = vid

@@ -128,3 +128,13 @@ def test_global_pool_by_rotations(policy, hekit):
     prog = compile_model(dw, 1024, layout=policy, global_pool="rotate")
     np.testing.assert_allclose(prog.run(MirrorBackend(1024, depth=prog.depth), x),
                                forward(dw, x[None])[0], atol=1e-9)
+
+
+def test_plan_only_compile_has_the_same_costs():
+    model = tiny_fire_net()
+    full = compile_model(model, 1024)
+    plan = compile_model(model, 1024, materialize=False)
+    assert plan.costs() == full.costs() and plan.rotation_steps == full.rotation_steps
+    assert not any(st.materialized for st in plan.stages)
+    with pytest.raises(RuntimeError, match="plan only"):
+        plan.run(MirrorBackend(1024, depth=plan.depth), np.zeros(model.graph.input_shape))
