@@ -17,6 +17,26 @@ Nodes are in topological order; every node has a unique name, an op, named input
 (``"input"`` is the image), its attributes and the shapes of its weights.  The .npz
 holds one array per weight, keyed ``"<node>.<param>"`` (float32 or float64).
 Inputs are pixels scaled to [0, 1]; the first node normalizes them.
+
+Op semantics (per sample, feature maps (C, H, W), vectors (F,); see ``hemet.reference``):
+
+============== ============================================ ===============================
+op             attrs                                        computes (weights)
+============== ============================================ ===============================
+normalize      mean[C], std[C]                              (x - mean[c]) / std[c]
+conv2d         in_channels, out_channels, kernel_size,      zero-padded cross-correlation
+               stride (1|2), padding, groups, bias          (weight[O, C/groups, k, k],
+                                                            bias[O]); groups == C: depthwise
+batchnorm      channels, eps                                (x - running_mean) /
+                                                            sqrt(running_var + eps) *
+                                                            weight + bias
+poly           channels                                     a[c] x^2 + b[c] x + c[c]
+square         -                                            x^2
+avgpool        kernel_size k                                k x k mean, stride k, no padding
+global_avgpool -                                            mean over H, W -> (C,)
+concat         - (>= 2 inputs)                              channel concatenation, in order
+linear         in_features, out_features, bias              weight[O, F] x + bias[O]
+============== ============================================ ===============================
 """
 from __future__ import annotations
 
