@@ -116,14 +116,15 @@ def choose_layout(policy: str, shape, src: Layout, slots: int) -> Layout:
 # ---------------------------------------------------------------- the program
 @dataclass
 class Step:
-    """``kind``: "linear" (``stage`` over ``srcs``), "square" (one src) or "sum" (one src;
-    ``steps``: rotate-and-add steps, no level)."""
+    """``kind``: "linear" (``stage`` over ``srcs``), "square" (one src), "prescaled" (x^2 + t*x,
+    one level; ``coeffs``) or "sum" (one src; ``steps``: rotate-and-add steps, no level)."""
 
     kind: str
     srcs: tuple
     out: int
     stage: LinearStage = None
     steps: tuple = ()
+    coeffs: list = None  # "prescaled": per ciphertext, the slot vector t of x^2 + t*x
 
 
 def sum_steps(layout: Layout) -> list[int] | None:
@@ -163,6 +164,15 @@ class Program:
         self.steps.append(Step("square", (src,), vid))
         return vid
 
+    def add_prescaled(self, src: int, t) -> int:
+        """x^2 + t[c]*x in one level: the square and the plaintext product both rescale from
+        x's level, at equal scales (t is encoded at x's scale), and add."""
+        lay = self.layouts[src]
+        vecs = lay.pack(np.repeat(np.asarray(t, np.float64), lay.height * lay.width).reshape(lay.shape))
+        vid = self._new_value(lay, self.consumed[src] + 1)
+        self.steps.append(Step("prescaled", (src,), vid, coeffs=vecs))
+        return vid
+
     def add_sum(self, src: int) -> int:
         """Sum every channel's map into its (0, 0) slot (rotations and additions, no level);
         the result is a (C, 1, 1) value on the same base, gap and planes."""
@@ -198,10 +208,13 @@ class Program:
                "rescales": 0, "diagonals": 0, "ct_squares": 0}
         for s in self.steps:
             n = self.layouts[s.srcs[0]].n_ciphertexts
-            if s.kind == "square":
+            if s.kind in ("square", "prescaled"):
                 tot["squares"] += 1
                 tot["ct_squares"] += n
                 tot["rescales"] += n
+                if s.kind == "prescaled":
+                    tot["pt_mults"] += n
+                    tot["rescales"] += n
             elif s.kind == "sum":
                 tot["rotations"] += n * len(s.steps)
             else:
@@ -216,8 +229,9 @@ class Program:
         lines = [f"input {self.input_layout.describe()}"]
         for s in self.steps:
             n = self.layouts[s.srcs[0]].n_ciphertexts
-            if s.kind == "square":
-                lines.append(f"v{s.out} = square(v{s.srcs[0]})  [{n} ct]")
+            if s.kind in ("square", "prescaled"):
+                what = "square" if s.kind == "square" else "square_plus_tx"
+                lines.append(f"v{s.out} = {what}(v{s.srcs[0]})  [{n} ct]")
             elif s.kind == "sum":
                 lines.append(f"v{s.out} = sum_hw(v{s.srcs[0]})  [{n} ct, steps {list(s.steps)}]")
             else:
@@ -237,7 +251,7 @@ class Program:
         out_scale = backend.fresh_scale if out_scale is None else out_scale
         ls = {0: (level, backend.fresh_scale)}
         for s in self.steps:
-            if s.kind == "square":
+            if s.kind in ("square", "prescaled"):
                 lv, sc = ls[s.srcs[0]]
                 ls[s.out] = (lv - 1, sc * sc / backend.prime(lv))
             elif s.kind == "sum":
@@ -276,6 +290,14 @@ class Program:
         for s in self.steps:
             if s.kind == "square":
                 values[s.out] = [backend.rescale(backend.square(c)) for c in values[s.srcs[0]]]
+            elif s.kind == "prescaled":
+                out = []
+                for j, c in enumerate(values[s.srcs[0]]):
+                    lv, sc = backend.level(c), backend.scale(c)
+                    t = backend.encode_cached((id(s), j, lv, sc), lambda: s.coeffs[j], lv, sc)
+                    out.append(backend.add(backend.rescale(backend.square(c)),
+                                           backend.rescale(backend.multiply_plain(c, t))))
+                values[s.out] = out
             elif s.kind == "sum":
                 out = []
                 for c in values[s.srcs[0]]:
@@ -301,7 +323,8 @@ class Program:
 
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
                   baby_steps: int = None, global_pool: str = "matrix",
-                  materialize: bool = True) -> Program:
+                  materialize: bool = True, activation: str = "merged",
+                  max_ratio: float = 64.0) -> Program:
     """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights).
 
     ``global_pool``: ``"matrix"`` folds global average pooling into the linear stages (the
@@ -311,7 +334,17 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     the last feature map: mask them (one more level) before the client decrypts where the
     model must stay private.  ``materialize=False`` builds the plans only (costs, depth,
     rotation keys; no diagonal values, cannot run): for cost estimates of large layouts.
+
+    ``activation``: ``"merged"`` (default) feeds ``x^2`` and ``x`` as two inputs to the next
+    stage (weights ``a W`` and ``b W``); ``"prescaled"`` computes ``y = x^2 + (b/a) x`` in the
+    squaring's level (the plaintext product runs beside the square) and gives the next stage one
+    input ``y`` with weights ``a W``: half the diagonals and baby-step rotations, for one
+    ct x pt product and rescale per ciphertext.  It needs ``b/a`` bounded (values must stay well
+    inside the modulus' headroom, 2^(first_bits - scale_bits) = 2^10 by default), so an
+    activation with some ``a = 0`` or ``|b/a| > max_ratio`` falls back to merging.
     """
+    if activation not in ("merged", "prescaled"):
+        raise ValueError(f"activation must be 'merged' or 'prescaled', got {activation!r}")
     if global_pool not in ("matrix", "rotate"):
         raise ValueError(f"global_pool must be 'matrix' or 'rotate', got {global_pool!r}")
     build_values = bool(materialize)
@@ -388,17 +421,22 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             if node.name == g.output:
                 raise NotImplementedError("an activation as the graph output is not supported")
             y = materialize(node.inputs[0])
-            sq = prog.add_square(y)
-            src_shapes[sq] = prog.layouts[sq].shape
             shape = prog.layouts[y].shape
             if isinstance(lay, L.Square):
-                e = Expr(shape, {sq: S.identity(shape)})
+                a, b, cc = np.ones(shape[0]), np.zeros(shape[0]), np.zeros(shape[0])
             else:
                 a, b, cc = wt(node, "a"), wt(node, "b"), wt(node, "c")
-                terms = {sq: S.channel_affine(shape, a)}
+            if (activation == "prescaled" and np.any(b) and np.all(a != 0)
+                    and np.max(np.abs(b / a)) <= max_ratio):
+                y2 = prog.add_prescaled(y, b / a)      # y2 = x^2 + (b/a) x
+                terms = {y2: S.channel_affine(shape, a)}
+            else:
+                y2 = prog.add_square(y)
+                terms = {y2: S.identity(shape) if np.all(a == 1) else S.channel_affine(shape, a)}
                 if np.any(b):
                     terms[y] = S.channel_affine(shape, b)
-                e = Expr(shape, terms, np.repeat(cc, shape[1] * shape[2]))
+            src_shapes[y2] = shape
+            e = Expr(shape, terms, np.repeat(cc, shape[1] * shape[2]))
         else:
             raise NotImplementedError(f"op {node.op!r} is not supported by the HE compiler")
         exprs[node.name] = e

@@ -138,3 +138,30 @@ def test_plan_only_compile_has_the_same_costs():
     assert not any(st.materialized for st in plan.stages)
     with pytest.raises(RuntimeError, match="plan only"):
         plan.run(MirrorBackend(1024, depth=plan.depth), np.zeros(model.graph.input_shape))
+
+
+@pytest.mark.parametrize("make", [tiny_fire_net, tiny_dwsep_net])
+def test_prescaled_activation(make, hekit):
+    """y = x^2 + (b/a) x beside the square: same depth, half the diagonals of merging."""
+    model = make()
+    merged = compile_model(model, 1024)
+    pre = compile_model(model, 1024, activation="prescaled", max_ratio=np.inf)
+    assert pre.depth == merged.depth == model.graph.depth()
+    assert "prescaled" in [s.kind for s in pre.steps]
+    assert pre.costs()["diagonals"] < merged.costs()["diagonals"]
+    assert pre.costs()["rotations"] <= merged.costs()["rotations"]
+    x = np.random.default_rng(9).uniform(0, 1, model.graph.input_shape)
+    want = forward(model, x[None])[0]
+    np.testing.assert_allclose(pre.run(MirrorBackend(1024, depth=pre.depth), x), want, atol=1e-9)
+    if make is tiny_fire_net:
+        got = pre.run(hekit.backend(pre.rotation_steps), x)
+        assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+    # an activation with a = 0 somewhere falls back to merging
+    w = dict(model.weights)
+    key = next(k for k in w if k.endswith(".a"))
+    w[key] = w[key].copy()
+    w[key][0] = 0.0
+    fallback = compile_model(Model(model.graph, w), 1024, activation="prescaled", max_ratio=np.inf)
+    assert sum(s.kind == "prescaled" for s in fallback.steps) == sum(s.kind == "prescaled" for s in pre.steps) - 1
+    np.testing.assert_allclose(fallback.run(MirrorBackend(1024, depth=fallback.depth), x),
+                               forward(Model(model.graph, w), x[None])[0], atol=1e-9)
