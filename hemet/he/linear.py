@@ -147,7 +147,7 @@ class LinearStage:
         total_bias = np.zeros(out_layout.size) if bias is None else \
             np.asarray(bias, dtype=np.float64).reshape(out_layout.size).copy()
         out_ct_of, out_slot_of = _flat_index(out_layout)
-        self._blocks = []   # per input k: dict in_ct -> (keys: (out_ct, d) arrays, values or None)
+        self._blocks = []   # per input k: {input ciphertext j: _Block of its diagonals}
         block_keys = []
         for k, inp in enumerate(self.inputs):
             lay, m = inp.layout, inp.map

@@ -165,3 +165,21 @@ def test_prescaled_activation(make, hekit):
     assert sum(s.kind == "prescaled" for s in fallback.steps) == sum(s.kind == "prescaled" for s in pre.steps) - 1
     np.testing.assert_allclose(fallback.run(MirrorBackend(1024, depth=fallback.depth), x),
                                forward(Model(model.graph, w), x[None])[0], atol=1e-9)
+
+
+def test_expression_algebra_residual_add():
+    """expr_add (for a future residual op): conv(x) + x as one expression, one stage."""
+    from hemet.he import Layout, LinearStage
+    from hemet.he import sparse as S
+    from hemet.he.program import Expr, expr_add
+    rng = np.random.default_rng(11)
+    shape = (4, 8, 8)
+    conv = S.conv2d(shape, rng.normal(size=(4, 4, 3, 3)), rng.normal(size=4))
+    x_expr = Expr(shape, {0: S.identity(shape)})
+    e = expr_add(x_expr.apply(conv), x_expr)
+    lay = Layout.packed(*shape, 1024)
+    stage = LinearStage([(lay, e.terms[0])], lay, bias=e.bias)
+    x = rng.normal(size=shape)
+    mb = MirrorBackend(1024)
+    got = lay.unpack([o.vec for o in stage.evaluate(mb, [[mb.encrypt(v) for v in lay.pack(x)]])])
+    np.testing.assert_allclose(got, conv(x) + x, atol=1e-9)
