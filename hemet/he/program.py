@@ -5,11 +5,14 @@ layout: the input, a squaring's output, a linear stage's output) or an *affine e
 ``sum_k M_k v_k + bias`` over materialized values ``v_k``.  Linear ops (normalize, conv,
 batch norm, pools, linear, concat) only transform expressions, exactly (sparse products), so
 consecutive linear layers become one map.  A ``poly`` activation ``a x^2 + b x + c`` on an
-expression E materializes ``x = E`` (one linear stage), squares it (one level), and yields the
-expression ``a*[x^2] + b*[x] + c``: the next linear stage takes both ``x^2`` and ``x`` with
-``a*W`` and ``b*W`` folded in and ``W c`` in its bias (coefficient merging).  So each
+expression E materializes ``x = E`` (one linear stage) and squares it (one level); the next
+linear stage W absorbs the coefficients (coefficient merging), either as two inputs
+``x^2`` and ``x`` with weights ``a W`` and ``b W`` ("merged", the plain form) or as one input
+``y = x^2 + (b/a) x`` (computed beside the square in the same level) with weights ``a W``
+("prescaled", the default: half the diagonals); ``W c`` goes into the bias.  So each
 conv(+bn)(+pool) + activation costs two levels, concat costs nothing (the branch maps are
-stacked into one stage) and the head (conv 1x1 + global pool) is one stage.
+stacked into one stage) and the head (conv 1x1 + global pool) is one stage, or one stage plus
+log2(H W) rotations with ``global_pool="rotate"``.
 
 Steps of a program (:class:`Step`): linear stages, squarings and (optionally, for global
 pooling) rotate-and-sum steps; value 0 is the input.  ``Program.depth`` is the multiplicative
@@ -87,7 +90,7 @@ def _is_source(e: Expr) -> bool:
     return len(e.terms) == 1 and not np.any(e.bias) and next(iter(e.terms.values())).is_identity()
 
 
-def _summable(e: Expr, prog) -> bool:
+def _summable(e: Expr) -> bool:
     _, h, w = e.shape
     return not (h & (h - 1) or w & (w - 1))
 
@@ -269,6 +272,15 @@ class Program:
             if s.kind == "linear":
                 level = min(ls[v][0] for v in s.srcs)
                 s.stage.prepare(backend, level, [ls[v][1] for v in s.srcs], out_scale)
+            elif s.kind == "prescaled":
+                for j in range(len(s.coeffs)):
+                    self._coeff_plain(backend, s, j, *ls[s.srcs[0]])
+
+    @staticmethod
+    def _coeff_plain(backend, step, j, level, scale):
+        """The t vector of a prescaled step, encoded at x's level and scale."""
+        return backend.encode_cached(("prescaled", id(step), j, level, scale),
+                                     lambda: step.coeffs[j], level, scale)
 
     # ------------------------------------------------------------------ running
     def encrypt(self, backend, x) -> list:
@@ -293,8 +305,7 @@ class Program:
             elif s.kind == "prescaled":
                 out = []
                 for j, c in enumerate(values[s.srcs[0]]):
-                    lv, sc = backend.level(c), backend.scale(c)
-                    t = backend.encode_cached((id(s), j, lv, sc), lambda: s.coeffs[j], lv, sc)
+                    t = self._coeff_plain(backend, s, j, backend.level(c), backend.scale(c))
                     out.append(backend.add(backend.rescale(backend.square(c)),
                                            backend.rescale(backend.multiply_plain(c, t))))
                 values[s.out] = out
@@ -323,8 +334,8 @@ class Program:
 
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
                   baby_steps: int = None, global_pool: str = "matrix",
-                  materialize: bool = True, activation: str = "merged",
-                  max_ratio: float = 64.0) -> Program:
+                  materialize: bool = True, activation: str = "prescaled",
+                  max_ratio: float = 2.0 ** 20) -> Program:
     """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights).
 
     ``global_pool``: ``"matrix"`` folds global average pooling into the linear stages (the
@@ -335,13 +346,16 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     model must stay private.  ``materialize=False`` builds the plans only (costs, depth,
     rotation keys; no diagonal values, cannot run): for cost estimates of large layouts.
 
-    ``activation``: ``"merged"`` (default) feeds ``x^2`` and ``x`` as two inputs to the next
-    stage (weights ``a W`` and ``b W``); ``"prescaled"`` computes ``y = x^2 + (b/a) x`` in the
-    squaring's level (the plaintext product runs beside the square) and gives the next stage one
-    input ``y`` with weights ``a W``: half the diagonals and baby-step rotations, for one
-    ct x pt product and rescale per ciphertext.  It needs ``b/a`` bounded (values must stay well
-    inside the modulus' headroom, 2^(first_bits - scale_bits) = 2^10 by default), so an
-    activation with some ``a = 0`` or ``|b/a| > max_ratio`` falls back to merging.
+    ``activation``: ``"prescaled"`` (default) computes ``y = x^2 + (b/a) x`` within the
+    squaring's level (the plaintext product by ``t = b/a``, encoded at x's scale, rescales
+    beside the square, at the same scale) and gives the next stage the one input ``y`` with
+    weights ``a W``; ``"merged"`` feeds ``x^2`` and ``x`` as two inputs (weights ``a W`` and
+    ``b W``).  Same depth and, in exact arithmetic, the same errors (``a W (e_sq + t e_x) =
+    a W e_sq + b W e_x``), but prescaling halves the diagonals and the baby-step rotations
+    for one ct x pt product and rescale per ciphertext.  ``y`` never sits at level 0 (a stage
+    follows), so ``|y|`` only has to stay below ~2^49 at scale 2^40: ``t`` is capped at
+    ``max_ratio``, and an activation with some ``a = 0`` or ``|b/a| > max_ratio`` is merged.
+    Both ``x^2`` forms need ``a`` per channel only; ``square`` (a = 1, b = 0) is a plain square.
     """
     if activation not in ("merged", "prescaled"):
         raise ValueError(f"activation must be 'merged' or 'prescaled', got {activation!r}")
@@ -398,7 +412,7 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             e = x.apply(S.channel_affine(x.shape, scale, shift))
         elif isinstance(lay, L.AvgPool):
             e = x.apply(S.avg_pool(x.shape, lay.kernel_size))
-        elif isinstance(lay, L.GlobalAvgPool) and global_pool == "rotate" and _summable(x, prog):
+        elif isinstance(lay, L.GlobalAvgPool) and global_pool == "rotate" and _summable(x):
             hw = x.shape[1] * x.shape[2]
             if _is_source(x):   # sum now, divide in the next stage
                 v = materialize(node.inputs[0])

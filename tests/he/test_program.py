@@ -55,11 +55,12 @@ def tiny_dwsep_net():
     return Model(g, random_weights(g, 2))
 
 
+@pytest.mark.parametrize("activation", ["prescaled", "merged"])
 @pytest.mark.parametrize("policy", ["multiplexed", "packed", "per_channel"])
 @pytest.mark.parametrize("make", [tiny_fire_net, tiny_dwsep_net])
-def test_program_on_mirror_matches_reference(make, policy):
+def test_program_on_mirror_matches_reference(make, policy, activation):
     model = make()
-    prog = compile_model(model, 1024, layout=policy)
+    prog = compile_model(model, 1024, layout=policy, activation=activation)
     assert prog.depth == model.graph.depth()
     x = np.random.default_rng(5).uniform(0, 1, model.graph.input_shape)
     mb = MirrorBackend(1024, depth=prog.depth)
@@ -72,7 +73,7 @@ def test_program_on_mirror_matches_reference(make, policy):
 
 
 def test_multiplexed_layout_after_stride_and_pool():
-    prog = compile_model(tiny_fire_net(), 1024)
+    prog = compile_model(tiny_fire_net(), 1024, activation="merged")
     lays = [prog.layouts[s.out] for s in prog.steps if s.kind == "linear"]
     # conv s2: 4x8x8 kept on the 16x16 base with gap 2; pool + squeeze: gap 4; concat: one stage
     assert (lays[0].gap, lays[0].base_h, lays[0].shape) == (2, 16, (4, 8, 8))
@@ -83,14 +84,16 @@ def test_multiplexed_layout_after_stride_and_pool():
     assert "square" in prog.describe()
 
 
-def test_program_encrypted(hekit):
+@pytest.mark.parametrize("activation", ["prescaled", "merged"])
+def test_program_encrypted(hekit, activation):
     model = tiny_fire_net()
-    prog = compile_model(model, hekit.slots)
+    prog = compile_model(model, hekit.slots, activation=activation)
     assert prog.depth == 7 == hekit.params.depth
     be = hekit.backend(prog.rotation_steps)  # exactly the compiled key set
     prog.prepare(be)  # pre-encode every diagonal at its level and scale
     encoded = be.cache.misses
-    assert encoded == prog.costs()["diagonals"]
+    n_coeffs = sum(len(s.coeffs) for s in prog.steps if s.kind == "prescaled")
+    assert encoded == prog.costs()["diagonals"] + n_coeffs
     x = np.random.default_rng(6).uniform(0, 1, model.graph.input_shape)
     got = prog.run(be, x)
     assert be.cache.misses == encoded  # the run found every plaintext pre-encoded
@@ -144,8 +147,8 @@ def test_plan_only_compile_has_the_same_costs():
 def test_prescaled_activation(make, hekit):
     """y = x^2 + (b/a) x beside the square: same depth, half the diagonals of merging."""
     model = make()
-    merged = compile_model(model, 1024)
-    pre = compile_model(model, 1024, activation="prescaled", max_ratio=np.inf)
+    merged = compile_model(model, 1024, activation="merged")
+    pre = compile_model(model, 1024, max_ratio=np.inf)
     assert pre.depth == merged.depth == model.graph.depth()
     assert "prescaled" in [s.kind for s in pre.steps]
     assert pre.costs()["diagonals"] < merged.costs()["diagonals"]
@@ -161,7 +164,7 @@ def test_prescaled_activation(make, hekit):
     key = next(k for k in w if k.endswith(".a"))
     w[key] = w[key].copy()
     w[key][0] = 0.0
-    fallback = compile_model(Model(model.graph, w), 1024, activation="prescaled", max_ratio=np.inf)
+    fallback = compile_model(Model(model.graph, w), 1024, max_ratio=np.inf)
     assert sum(s.kind == "prescaled" for s in fallback.steps) == sum(s.kind == "prescaled" for s in pre.steps) - 1
     np.testing.assert_allclose(fallback.run(MirrorBackend(1024, depth=fallback.depth), x),
                                forward(Model(model.graph, w), x[None])[0], atol=1e-9)
