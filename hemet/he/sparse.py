@@ -46,6 +46,7 @@ class AffineMap:
                  diagonal=None):
         self.in_shape = as_map_shape(in_shape)
         self.out_shape = as_map_shape(out_shape)
+        self.out_dims = tuple(int(d) for d in np.atleast_1d(out_shape))  # (F,) stays (F,)
         self.in_size = int(np.prod(self.in_shape))
         self.out_size = int(np.prod(self.out_shape))
         if coalesce:
@@ -79,7 +80,7 @@ class AffineMap:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Apply to one (C, H, W) / (F,) array; returns the out shape (vectors as (F,))."""
         y = self.linear_part(x) + self.bias
-        return y.reshape(self.out_shape)
+        return y.reshape(self.out_dims)
 
     def is_identity(self) -> bool:
         if self.diagonal is not None:
@@ -110,28 +111,28 @@ class AffineMap:
             rows, cols, vals = self.rows[rep], fc[idx], self.vals[rep] * fv[idx]
         diag = (self.diagonal * first.diagonal
                 if self.diagonal is not None and first.diagonal is not None else None)
-        return AffineMap(first.in_shape, self.out_shape, rows, cols, vals, bias, coalesce=False,
+        return AffineMap(first.in_shape, self.out_dims, rows, cols, vals, bias, coalesce=False,
                          diagonal=diag)
 
     def coalesced(self) -> "AffineMap":
-        return AffineMap(self.in_shape, self.out_shape, self.rows, self.cols, self.vals, self.bias,
+        return AffineMap(self.in_shape, self.out_dims, self.rows, self.cols, self.vals, self.bias,
                          diagonal=self.diagonal)
 
     def scale_rows(self, per_out_channel) -> "AffineMap":
         """diag(s) o self, s per output channel (bias scaled too)."""
         s = np.repeat(np.asarray(per_out_channel, dtype=np.float64), self.out_size // self.out_shape[0])
-        return AffineMap(self.in_shape, self.out_shape, self.rows, self.cols, self.vals * s[self.rows],
+        return AffineMap(self.in_shape, self.out_dims, self.rows, self.cols, self.vals * s[self.rows],
                          self.bias * s, coalesce=False,
                          diagonal=None if self.diagonal is None else self.diagonal * s)
 
     def linear_only(self) -> "AffineMap":
-        return AffineMap(self.in_shape, self.out_shape, self.rows, self.cols, self.vals, None,
+        return AffineMap(self.in_shape, self.out_dims, self.rows, self.cols, self.vals, None,
                          coalesce=False, diagonal=self.diagonal)
 
     def __add__(self, other: "AffineMap") -> "AffineMap":
         if self.in_shape != other.in_shape or self.out_shape != other.out_shape:
             raise ValueError("cannot add maps of different shapes")
-        return AffineMap(self.in_shape, self.out_shape, np.concatenate([self.rows, other.rows]),
+        return AffineMap(self.in_shape, self.out_dims, np.concatenate([self.rows, other.rows]),
                          np.concatenate([self.cols, other.cols]),
                          np.concatenate([self.vals, other.vals]), self.bias + other.bias,
                          coalesce=False)
