@@ -258,7 +258,7 @@ class LinearStage:
 
     def prepare(self, backend, level: int, in_scales, out_scale: float = None):
         """Encode every diagonal for a run at ``level`` with these input scales (fills the cache)."""
-        for _ in self._terms(backend, level, in_scales, out_scale, encode_only=True):
+        for _ in self._terms(backend, level, in_scales, out_scale):
             pass
 
     def _pt_scales(self, backend, level, in_scales, out_scale):
@@ -266,7 +266,8 @@ class LinearStage:
         q = backend.prime(level)
         return out_scale, [out_scale * q / s for s in in_scales]
 
-    def _terms(self, backend, level, in_scales, out_scale, encode_only=False):
+    def _terms(self, backend, level, in_scales, out_scale):
+        """(k, j, out ct, giant, baby, plaintext) for every diagonal, grouped by (k, j)."""
         _, pt_scales = self._pt_scales(backend, level, in_scales, out_scale)
         B = self.baby_steps
         for k, blocks in enumerate(self._blocks):
@@ -298,14 +299,18 @@ class LinearStage:
         inputs = [[backend.drop_level(c, level) for c in cts] for cts in inputs]
         in_scales = [backend.scale(cts[0]) for cts in inputs]
         out_scale, _ = self._pt_scales(backend, level, in_scales, out_scale)
-        # hoisted baby steps, once per input ciphertext, shared by all output ciphertexts
-        rotated = {}
-        for (k, j), babies in self._babies.items():
-            rotated[(k, j)] = dict(zip(babies, backend.rotate_hoisted(inputs[k][j], babies)))
+        # hoisted baby steps, once per input ciphertext, shared by all output ciphertexts; only
+        # one input ciphertext's rotations are alive at a time (the terms come grouped by (k, j))
         acc = {}
+        rotated, current = None, None
         for k, j, i, g, b, pt in self._terms(backend, level, in_scales, out_scale):
-            term = backend.multiply_plain(rotated[(k, j)][b], pt)
+            if (k, j) != current:
+                current, rotated = (k, j), None
+                babies = self._babies[(k, j)]
+                rotated = dict(zip(babies, backend.rotate_hoisted(inputs[k][j], babies)))
+            term = backend.multiply_plain(rotated[b], pt)
             acc[(i, g)] = term if (i, g) not in acc else backend.add(acc[(i, g)], term)
+        del rotated
         outputs = []
         any_ct = inputs[0][0]
         for i in range(self.out_layout.n_ciphertexts):
