@@ -312,9 +312,12 @@ def moddown_finish_portable(x, y, cm, q_rows, q, p_inv, w, wf, tmp, out):
 
 
 # Inner product fused with ModDown: the P rows' products go straight into y (then inverse
-# NTT), the Q rows' products into ``out`` (then ModDown's last step in place).
+# NTT), the Q rows' products into ``out`` (then ModDown's last step in place).  The IFMA
+# versions keep the products in Montgomery form (times 2^-52): the inverse NTT's folded
+# constants and P^-1 carry an extra 2^52, and ``cm`` holds plain residues so the conversion
+# (a Montgomery sum) comes out times 2^-52 too.
 @njit(cache=True, parallel=True)
-def ip_moddown_prepare_ifma(ext, key, qp_rows, q, qneg, rr, rr_c, w, ws, ni, ni_c, w1n, w1n_c, y):
+def ip_moddown_prepare_ifma(ext, key, qp_rows, q, qneg, w, ws, ni, ni_c, w1n, w1n_c, y):
     m = ext.shape[1]
     alpha = y.shape[0] // 2
     k = m - alpha
@@ -322,7 +325,7 @@ def ip_moddown_prepare_ifma(ext, key, qp_rows, q, qneg, rr, rr_c, w, ws, ni, ni_
         g = qp_rows[k + j]
         y0 = y[j]
         y1 = y[alpha + j]
-        _fx.ip_row(ext, key, k + j, g, q[g], qneg[g], rr[g], rr_c[g], y0, y1)
+        _fx.ip_row_mont(ext, key, k + j, g, q[g], qneg[g], y0, y1)
         _inv_limb_ifma(y0, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
         _inv_limb_ifma(y1, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
 
@@ -342,20 +345,19 @@ def ip_moddown_prepare_portable(ext, key, qp_rows, q, w, wf, ni, ni_c, w1n, w1n_
 
 
 @njit(cache=True, parallel=True)
-def ip_moddown_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, rr, rr_c, pneg, p_inv, p_inv_c,
-                           w, ws, tmp, out):
+def ip_moddown_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws, tmp, out):
     size, k, n = out.shape
     alpha = y.shape[0] // 2
     for r in prange(k):
         g = qp_rows[r]
         o0 = out[0, r]
         o1 = out[1, r]
-        _fx.ip_row(ext, key, r, g, q[g], qneg[g], rr[g], rr_c[g], o0, o1)
+        _fx.ip_row_mont(ext, key, r, g, q[g], qneg[g], o0, o1)
         t = tmp[r]
-        _fx.conv_row(y, 0, alpha, cm[r], q[g], pneg[g], t)
+        _fx.conv_row(y, 0, alpha, cm[r], q[g], qneg[g], t)
         _fwd_limb_ifma(t, w[g], ws[g], q[g])
         _fx.sub_mul_row(o0, t, p_inv[r], p_inv_c[r], q[g], o0)
-        _fx.conv_row(y, alpha, 2 * alpha, cm[r], q[g], pneg[g], t)
+        _fx.conv_row(y, alpha, 2 * alpha, cm[r], q[g], qneg[g], t)
         _fwd_limb_ifma(t, w[g], ws[g], q[g])
         _fx.sub_mul_row(o1, t, p_inv[r], p_inv_c[r], q[g], o1)
 
@@ -376,3 +378,87 @@ def ip_moddown_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, tmp, o
         _conv_row_portable(y, alpha, 2 * alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
         _sub_mul_row_portable(o1, t, p_inv[r], q[g], o1)
+
+
+# The caller's last step fused in as well: out[c] = sigma(u_c + addend[c]) for c < A, sigma(u_c)
+# otherwise, with u = ModDown(ext * key), addend (A, k, N), A in 0..2, and sigma the NTT-domain
+# permutation ``perm`` (out[c, r, j] = value[r, perm[j]]) or none when perm is empty.
+# Rotation: A = 1 (c0), perm; relinearization: A = 2 (c0, c1), no perm.  tmp (k, 3, N) scratch.
+@njit(cache=True, parallel=True)
+def ip_moddown_add_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c,
+                               w, ws, addend, perm, tmp, out):
+    size, k, n = out.shape
+    alpha = y.shape[0] // 2
+    n_add = addend.shape[0]
+    permute = perm.shape[0] > 0
+    for r in prange(k):
+        g = qp_rows[r]
+        a0 = tmp[r, 0]
+        a1 = tmp[r, 1]
+        t = tmp[r, 2]
+        if permute:
+            d0 = a0
+            d1 = a1
+        else:
+            d0 = out[0, r]
+            d1 = out[1, r]
+        _fx.ip_row_mont(ext, key, r, g, q[g], qneg[g], d0, d1)
+        _fx.conv_row(y, 0, alpha, cm[r], q[g], qneg[g], t)
+        _fwd_limb_ifma(t, w[g], ws[g], q[g])
+        if n_add > 0:
+            _fx.sub_mul_add_row(d0, t, p_inv[r], p_inv_c[r], addend[0, r], q[g], d0)
+        else:
+            _fx.sub_mul_row(d0, t, p_inv[r], p_inv_c[r], q[g], d0)
+        _fx.conv_row(y, alpha, 2 * alpha, cm[r], q[g], qneg[g], t)
+        _fwd_limb_ifma(t, w[g], ws[g], q[g])
+        if n_add > 1:
+            _fx.sub_mul_add_row(d1, t, p_inv[r], p_inv_c[r], addend[1, r], q[g], d1)
+        else:
+            _fx.sub_mul_row(d1, t, p_inv[r], p_inv_c[r], q[g], d1)
+        if permute:
+            o0 = out[0, r]
+            o1 = out[1, r]
+            for j in range(n):
+                p = perm[j]
+                o0[j] = a0[p]
+                o1[j] = a1[p]
+
+
+@njit(cache=True, parallel=True)
+def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, addend, perm, tmp, out):
+    size, k, n = out.shape
+    alpha = y.shape[0] // 2
+    n_add = addend.shape[0]
+    permute = perm.shape[0] > 0
+    for r in prange(k):
+        g = qp_rows[r]
+        qi = q[g]
+        a0 = tmp[r, 0]
+        a1 = tmp[r, 1]
+        t = tmp[r, 2]
+        if permute:
+            d0 = a0
+            d1 = a1
+        else:
+            d0 = out[0, r]
+            d1 = out[1, r]
+        _ip_row_portable(ext, key, r, g, qi, d0, d1)
+        _conv_row_portable(y, 0, alpha, cm[r], qi, t)
+        _fwd_limb_portable(t, w[g], wf[g], qi)
+        _sub_mul_row_portable(d0, t, p_inv[r], qi, d0)
+        _conv_row_portable(y, alpha, 2 * alpha, cm[r], qi, t)
+        _fwd_limb_portable(t, w[g], wf[g], qi)
+        _sub_mul_row_portable(d1, t, p_inv[r], qi, d1)
+        for c in range(n_add):
+            d = d0 if c == 0 else d1
+            ar = addend[c, r]
+            for j in range(n):
+                v = d[j] + ar[j]
+                d[j] = min(v, v - qi)
+        if permute:
+            o0 = out[0, r]
+            o1 = out[1, r]
+            for j in range(n):
+                p = perm[j]
+                o0[j] = a0[p]
+                o1[j] = a1[p]

@@ -103,6 +103,27 @@ def conv_row(y, lo, hi, cm, ps, pnegs, out):
     p = vbcast(ps)
     pneg = vbcast(pnegs)
     ulo = np.uint64(lo)
+    if hi - lo == GROUP:
+        # the common case (full digits), unrolled with the constants in registers
+        c0 = vbcast(cm[0])
+        c1 = vbcast(cm[1])
+        c2 = vbcast(cm[2])
+        c3 = vbcast(cm[3])
+        b0 = ulo * n
+        b1 = b0 + n
+        b2 = b1 + n
+        b3 = b2 + n
+        for jj in range(np.uint64(0), n, np.uint64(8)):
+            v0 = vload(y, b0 + jj)
+            v1 = vload(y, b1 + jj)
+            v2 = vload(y, b2 + jj)
+            v3 = vload(y, b3 + jj)
+            alo = madd52lo(madd52lo(zero, v0, c0), v1, c1)
+            ahi = madd52hi(madd52hi(zero, v0, c0), v1, c1)
+            blo = madd52lo(madd52lo(zero, v2, c2), v3, c3)
+            bhi = madd52hi(madd52hi(zero, v2, c2), v3, c3)
+            vstore(out, jj, vfix2(vredc(vadd(alo, blo), vadd(ahi, bhi), p, pneg, zero), p))
+        return
     if hi - lo <= GROUP:
         for jj in range(np.uint64(0), n, np.uint64(8)):
             alo = zero
@@ -137,6 +158,18 @@ def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
     """o_c[j] = sum_d ext[d, r, j] * key[d, c, g, j] mod q for c = 0, 1, exactly in [0, q).
 
     ext (D, m, n) and key (D_all, 2, M, n) C-contiguous, entries < q < 2^50."""
+    _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, True)
+
+
+@njit(cache=True, inline="always")
+def ip_row_mont(ext, key, r, g, qs, qnegs, o0, o1):
+    """``ip_row`` times 2^-52 mod q (no final correction: callers fold 2^52 into later
+    constants)."""
+    _ip_row(ext, key, r, g, qs, qnegs, qs, qs, o0, o1, False)
+
+
+@njit(cache=True, inline="always")
+def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
     d_count, m, nn = ext.shape
     big_m = np.uint64(key.shape[2])
     n = np.uint64(nn)
@@ -174,11 +207,14 @@ def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
             s1 = vadd(s1, vfix2(vredc(l1, h1, q, qneg, zero), q))
             s1 = vmin(s1, vsub(s1, q))
             d = de
-        # s = S * 2^-52 mod q; times 2^52 mod q (Shoup) gives S
-        t0 = vmulred(s0, rr, rrs, negq, mask, zero)
-        t1 = vmulred(s1, rr, rrs, negq, mask, zero)
-        vstore(o0, jj, vmin(t0, vsub(t0, q)))
-        vstore(o1, jj, vmin(t1, vsub(t1, q)))
+        if fix:
+            # s = S * 2^-52 mod q; times 2^52 mod q (Shoup) gives S
+            t0 = vmulred(s0, rr, rrs, negq, mask, zero)
+            t1 = vmulred(s1, rr, rrs, negq, mask, zero)
+            s0 = vmin(t0, vsub(t0, q))
+            s1 = vmin(t1, vsub(t1, q))
+        vstore(o0, jj, s0)
+        vstore(o1, jj, s1)
 
 
 @njit(cache=True, inline="always")
@@ -230,3 +266,19 @@ def convert(x, q_from, qhat_inv, qhat_inv_s, q_to, pneg_to, qhat_mont, out):
             vstore(yi, jj, vmin(t, vsub(t, q)))
     for t in prange(m):
         conv_row(y, 0, k, qhat_mont[t], q_to[t], pneg_to[t], out[t])
+
+
+@njit(cache=True, inline="always")
+def sub_mul_add_row(a, b, cs, css, d, qs, out):
+    """out[j] = (a[j] - b[j]) * c + d[j] mod q for a, b, d < q."""
+    n = np.uint64(out.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    negq = vbcast(np.uint64(1 << 52) - qs)
+    mask = vbcast(MASK52)
+    c = vbcast(cs)
+    cc = vbcast(css)
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        t = vmulred(vsub(vadd(vload(a, jj), q), vload(b, jj)), c, cc, negq, mask, zero)
+        t = vadd(vmin(t, vsub(t, q)), vload(d, jj))
+        vstore(out, jj, vmin(t, vsub(t, q)))

@@ -183,3 +183,43 @@ def test_ifma_and_portable_switchers_agree(small):
         c = edge(rng, [int(q) for q in ctx.q_all[:level + 1]], ctx.n)
         a, b = KeySwitcher(ctx, ifma=True), KeySwitcher(ctx, ifma=False)
         assert np.array_equal(a.switch(c, key, level), b.switch(c, key, level))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, level=st.integers(0, 4), g=st.sampled_from([5, 25, 127, 3]))
+def test_rotate_ext_is_permuted_switch(tiny, path, seed, level, g):
+    """rotate_ext == (sigma(c0 + u0), sigma(u1)) with u = switch_ext, exactly."""
+    from kernels.automorphism import galois_permutation
+    ctx, key = tiny
+    ks = KeySwitcher(ctx, ifma=(path == "ifma"))
+    rng = np.random.default_rng(seed)
+    qs = [int(q) for q in ctx.q_all[:level + 1]]
+    c0, c1 = edge(rng, qs, ctx.n), edge(rng, qs, ctx.n)
+    ext = ks.decompose(c1, level)
+    u = ks.switch_ext(ext, key, level)
+    perm = galois_permutation(ctx.n, g)
+    qcol = np.array(qs, dtype=np.uint64)[:, None]
+    expect = np.stack([((u[0] + c0) % qcol)[:, perm], u[1][:, perm]])
+    assert np.array_equal(ks.rotate_ext(ext, key, c0, perm, level), expect)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, level=st.integers(0, 4), n_add=st.integers(0, 2), g=st.sampled_from([None, 5, 127]))
+def test_switch_ext_add(tiny, path, seed, level, n_add, g):
+    """switch_ext_add == sigma(switch_ext + addend) for every addend count and with or
+    without a permutation, exactly."""
+    from kernels.automorphism import galois_permutation
+    ctx, key = tiny
+    ks = KeySwitcher(ctx, ifma=(path == "ifma"))
+    rng = np.random.default_rng(seed)
+    qs = [int(q) for q in ctx.q_all[:level + 1]]
+    ext = ks.decompose(edge(rng, qs, ctx.n), level)
+    addend = np.stack([edge(rng, qs, ctx.n) for _ in range(n_add)]) if n_add else None
+    perm = None if g is None else galois_permutation(ctx.n, g)
+    expect = ks.switch_ext(ext, key, level)
+    qcol = np.array(qs, dtype=np.uint64)[:, None]
+    for c in range(n_add):
+        expect[c] = (expect[c] + addend[c]) % qcol
+    if perm is not None:
+        expect = expect[:, :, perm]
+    assert np.array_equal(ks.switch_ext_add(ext, key, level, addend, perm), expect)

@@ -102,14 +102,22 @@ class KeySwitcher:
         q_rows = ctx.q_rows(level)
         phat_inv, phat_mod = _conversion_constants(ctx, ctx.special_rows, q_rows)
         q = ctx.q_all[q_rows]
-        if self.ifma:
-            phat_mod = fx.mont(phat_mod, q.reshape(1, -1))
-        cm = np.ascontiguousarray(phat_mod.T)                     # (k, alpha)
+        cm_plain = np.ascontiguousarray(phat_mod.T)               # (k, alpha)
         p_inv = np.array([pow(ctx.p_product % int(x), -1, int(x)) for x in q], dtype=np.uint64)
-        plan = (cm, p_inv, self._companion(p_inv, q) if self.ifma else None,
-                self._folded_inverse(ctx.special_rows, phat_inv))
-        self._down_plans[level] = plan
-        return plan
+        folded = self._folded_inverse(ctx.special_rows, phat_inv)
+        if not self.ifma:
+            plan = (cm_plain, p_inv, None, folded)
+            fused = plan
+        else:
+            plan = (np.ascontiguousarray(fx.mont(phat_mod, q.reshape(1, -1)).T), p_inv,
+                    fx.shoup(p_inv, q), folded)
+            # fused kernels: inner products in Montgomery form (times 2^-52), see kernels.basis
+            p_inv_m = fx.mont(p_inv, q)
+            pr = ctx.q_all[ctx.special_rows]
+            fused = (cm_plain, p_inv_m, fx.shoup(p_inv_m, q),
+                     self._folded_inverse(ctx.special_rows, fx.mont(phat_inv, pr)))
+        self._down_plans[level] = (plan, fused)
+        return self._down_plans[level]
 
     def _up_tables(self, level: int):
         """Per digit: own rows, target rows, their positions in the Q_l+P basis, constants
@@ -177,7 +185,7 @@ class KeySwitcher:
     def mod_down(self, x: np.ndarray, level: int) -> np.ndarray:
         """Divide (size, l+1+alpha, N) NTT-form polynomials by P: (size, l+1, N) over Q_l."""
         ctx = self.ctx
-        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)
+        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)[0]
         k = level + 1
         x = np.ascontiguousarray(x, dtype=np.uint64)
         size = x.shape[0]
@@ -199,7 +207,7 @@ class KeySwitcher:
         """Inner product with the key and ModDown, fused: (2, l+1, N) from ``decompose``'s
         digits (equals ``mod_down(inner_product(ext, key_data, level), level)``)."""
         ctx = self.ctx
-        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)
+        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)[1]
         k = level + 1
         alpha = len(ctx.special_rows)
         if ext.shape[1] != k + alpha or not ext.flags.c_contiguous:
@@ -212,15 +220,62 @@ class KeySwitcher:
         qp = ctx.qp_rows(level)
         q = ctx.q_all
         if self.ifma:
-            basis.ip_moddown_prepare_ifma(ext, key_data, qp, q, self._qneg, self._r52, self._r52_c,
-                                          *self._inv, ni, ni_c, w1n, w1n_c, y)
-            basis.ip_moddown_finish_ifma(ext, key_data, y, cm, qp, q, self._qneg, self._r52, self._r52_c,
-                                         self._qneg, p_inv, p_inv_c,
+            basis.ip_moddown_prepare_ifma(ext, key_data, qp, q, self._qneg, *self._inv,
+                                          ni, ni_c, w1n, w1n_c, y)
+            basis.ip_moddown_finish_ifma(ext, key_data, y, cm, qp, q, self._qneg, p_inv, p_inv_c,
                                          *self._fwd, tmp, out)
         else:
             basis.ip_moddown_prepare_portable(ext, key_data, qp, q, *self._inv, ni, ni_c, w1n, w1n_c, y)
             basis.ip_moddown_finish_portable(ext, key_data, y, cm, qp, q, p_inv, *self._fwd, tmp, out)
         return out
+
+    def switch_ext_add(self, ext: np.ndarray, key_data: np.ndarray, level: int, addend=None,
+                       perm=None) -> np.ndarray:
+        """``switch_ext`` with the caller's last step fused in (two parallel regions):
+        out[c] = sigma(u_c + addend[c]) for the A = len(addend) <= 2 first components and
+        sigma(u_c) for the others, sigma the NTT-domain permutation ``perm`` (out[:, r, j] =
+        value[r, perm[j]]) or the identity when perm is None.
+
+        Rotation: ``switch_ext_add(ext, key, level, c[:1], perm)``;
+        relinearization: ``switch_ext_add(decompose(c[2]), key, level, c[:2])``."""
+        ctx = self.ctx
+        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)[1]
+        k = level + 1
+        alpha = len(ctx.special_rows)
+        if ext.shape[1] != k + alpha or not ext.flags.c_contiguous:
+            raise ValueError("ext must be decompose's C-contiguous output for this level")
+        if not key_data.flags.c_contiguous or key_data.shape[0] < ext.shape[0]:
+            raise ValueError("key_data must be a C-contiguous switching key with enough digits")
+        if addend is None:
+            addend = np.empty((0, k, ctx.n), dtype=np.uint64)
+        addend = np.ascontiguousarray(addend, dtype=np.uint64)
+        if addend.ndim != 3 or addend.shape[0] > 2 or addend.shape[1:] != (k, ctx.n):
+            raise ValueError(f"addend must be (A <= 2, {k}, {ctx.n}), got {addend.shape}")
+        perm = (np.empty(0, dtype=np.int64) if perm is None
+                else np.ascontiguousarray(perm, dtype=np.int64))
+        if perm.shape not in ((0,), (ctx.n,)):
+            raise ValueError("perm must have N entries")
+        y = np.empty((2 * alpha, ctx.n), dtype=np.uint64)
+        tmp = np.empty((k, 3, ctx.n), dtype=np.uint64)
+        out = np.empty((2, k, ctx.n), dtype=np.uint64)
+        qp = ctx.qp_rows(level)
+        q = ctx.q_all
+        if self.ifma:
+            basis.ip_moddown_prepare_ifma(ext, key_data, qp, q, self._qneg, *self._inv,
+                                          ni, ni_c, w1n, w1n_c, y)
+            basis.ip_moddown_add_finish_ifma(ext, key_data, y, cm, qp, q, self._qneg, p_inv,
+                                             p_inv_c, *self._fwd, addend, perm, tmp, out)
+        else:
+            basis.ip_moddown_prepare_portable(ext, key_data, qp, q, *self._inv, ni, ni_c, w1n, w1n_c, y)
+            basis.ip_moddown_add_finish_portable(ext, key_data, y, cm, qp, q, p_inv, *self._fwd,
+                                                 addend, perm, tmp, out)
+        return out
+
+    def rotate_ext(self, ext: np.ndarray, key_data: np.ndarray, c0: np.ndarray, perm: np.ndarray,
+                   level: int) -> np.ndarray:
+        """A whole rotation from the digits of c_1 (hoistable): (sigma(c0 + u0), sigma(u1)) with
+        u = switch_ext(ext, key_data, level) and sigma the NTT-domain permutation ``perm``."""
+        return self.switch_ext_add(ext, key_data, level, np.asarray(c0)[None], perm)
 
     def switch(self, c: np.ndarray, key_data: np.ndarray, level: int) -> np.ndarray:
         """Key-switch one component: (2, l+1, N) whose decryption under the key's target
