@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hemet import layers as L
-from hemet.he import AffineMap, HEBackend, Layout, LinearStage, MirrorBackend
+from hemet.he import AffineMap, Layout, LinearStage, MirrorBackend
 from hemet.he import sparse as S
 from hemet.he.linear import best_baby_steps
 from hemet.reference import run_node

@@ -165,7 +165,8 @@ def test_prescaled_activation(make, hekit):
     w[key] = w[key].copy()
     w[key][0] = 0.0
     fallback = compile_model(Model(model.graph, w), 1024, max_ratio=np.inf)
-    assert sum(s.kind == "prescaled" for s in fallback.steps) == sum(s.kind == "prescaled" for s in pre.steps) - 1
+    n_pre = sum(s.kind == "prescaled" for s in pre.steps)
+    assert sum(s.kind == "prescaled" for s in fallback.steps) == n_pre - 1
     np.testing.assert_allclose(fallback.run(MirrorBackend(1024, depth=fallback.depth), x),
                                forward(Model(model.graph, w), x[None])[0], atol=1e-9)
 
@@ -186,3 +187,34 @@ def test_expression_algebra_residual_add():
     mb = MirrorBackend(1024)
     got = lay.unpack([o.vec for o in stage.evaluate(mb, [[mb.encrypt(v) for v in lay.pack(x)]])])
     np.testing.assert_allclose(got, conv(x) + x, atol=1e-9)
+
+
+def test_choose_layout_policies():
+    from hemet.he import Layout
+    from hemet.he.program import choose_layout
+    src = Layout.packed(4, 8, 8, 1024)
+    assert choose_layout("multiplexed", (8, 4, 4), src, 1024) == Layout(8, 4, 4, 8, 8, 2, 1024)
+    assert choose_layout("multiplexed", (8, 8, 8), src, 1024) == Layout(8, 8, 8, 8, 8, 1, 1024)
+    # odd sizes: no power-of-two ratio -> repack (the conversion happens inside the stage)
+    odd = Layout.packed(4, 6, 6, 1024)
+    assert choose_layout("multiplexed", (4, 3, 3), odd, 1024).gap == 2
+    assert choose_layout("multiplexed", (4, 2, 2), Layout(4, 3, 3, 6, 6, 2, 1024), 1024) == \
+        Layout.packed(4, 2, 2, 1024)
+    assert choose_layout("packed", (8, 4, 4), src, 1024) == Layout.packed(8, 4, 4, 1024)
+    assert choose_layout("per_channel", (8, 4, 4), src, 1024).n_ciphertexts == 8
+    assert choose_layout("multiplexed", (10, 1, 1), src, 1024) == Layout.vector(10, 1024)
+    with pytest.raises(ValueError):
+        choose_layout("diagonal", (8, 4, 4), src, 1024)
+
+
+def test_odd_sizes_program_on_mirror():
+    nodes = [L.Node("c1", L.Conv2d(3, 4, 3, 2, 1, 1, True), (INPUT,)),
+             L.Node("a1", L.Poly(4), ("c1",)),
+             L.Node("c2", L.Conv2d(4, 4, 3, 2, 1, 1, True), ("a1",)),
+             L.Node("gap", L.GlobalAvgPool(), ("c2",))]
+    g = Graph("odd", nodes, 4, input_shape=(3, 6, 6))
+    model = Model(g, random_weights(g, 4))
+    prog = compile_model(model, 256)
+    x = np.random.default_rng(1).uniform(0, 1, (3, 6, 6))
+    np.testing.assert_allclose(prog.run(MirrorBackend(256, depth=prog.depth), x),
+                               forward(model, x[None])[0], atol=1e-9)
