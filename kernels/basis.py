@@ -58,9 +58,10 @@ def lift_centered(x, q_src, q, out):
     for i in prange(k):
         qi = q[i]
         qs_mod = q_src % qi
+        qinv = 1.0 / float64(qi)
         for j in range(n):
             v = x[j]
-            r = v % qi
+            r = reduce_small(v, qi, qinv)   # v < 2^50: no integer division
             if v > half:
                 # v - q_src (negative) modulo qi
                 s = r + (qi - qs_mod)

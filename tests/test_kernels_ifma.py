@@ -223,3 +223,27 @@ def test_switch_ext_add(tiny, path, seed, level, n_add, g):
     if perm is not None:
         expect = expect[:, :, perm]
     assert np.array_equal(ks.switch_ext_add(ext, key, level, addend, perm), expect)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, k=st.integers(2, 6))
+def test_rescale_both_paths(path, seed, k):
+    """The fused rescale equals (x - lift(x_last)) * q_last^-1 computed with Python ints."""
+    from kernels.rescale import rescale
+    rng = np.random.default_rng(seed)
+    primes = PRIMES[:k]
+    tables = ntt.make_tables(primes, N)
+    rows = np.arange(k, dtype=np.int64)
+    x = edge(rng, primes)
+    x_c = x.copy()
+    ntt.forward(x, rows, tables)
+    ql = primes[-1]
+    inv = np.array([pow(ql, -1, q) for q in primes[:-1]], dtype=np.uint64)
+    out = np.empty((k - 1, N), dtype=np.uint64)
+    rescale(x, rows, tables, inv, out, ifma=(path == "ifma"))
+    ntt.inverse(out, rows[:-1], tables)
+    for j in range(N):
+        v = int(x_c[-1, j])
+        c = v - ql if v > ql // 2 else v
+        assert [int(o) for o in out[:, j]] == [(int(x_c[i, j]) - c) * pow(ql, -1, q) % q
+                                               for i, q in enumerate(primes[:-1])]
