@@ -8,41 +8,71 @@ same interface on float64 vectors.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, OrderedDict
 
 import numpy as np
+
+from ._fused import mul_add_ct
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
 
 class PlaintextCache:
-    """LRU cache of encoded plaintexts bounded by a byte budget (None: unbounded; 0: off)."""
+    """Plaintext cache bounded by a byte budget (None: unbounded; 0: off).
+
+    Entries stored with ``pin=True`` (by ``prepare``) are never evicted, and are only stored
+    while they fit the budget; other entries are LRU among themselves and never push a pinned
+    one out.  A program that runs its stages in the same order each time then keeps the
+    pinned prefix instead of thrashing (an LRU cache smaller than the working set of a
+    repeated scan hits nothing)."""
 
     def __init__(self, max_bytes: int | None = 1 << 30):
         self.max_bytes = max_bytes
         self._d = OrderedDict()
+        self._pinned = set()
         self.bytes = 0
+        self.pinned_bytes = 0
         self.hits = self.misses = 0
 
-    def get(self, key, make):
+    def _fits(self, size) -> bool:
+        return self.max_bytes is None or self.bytes + size <= self.max_bytes
+
+    def get(self, key, make, pin: bool = False):
         if key in self._d:
             self._d.move_to_end(key)
             self.hits += 1
+            if pin and key not in self._pinned:
+                self._pinned.add(key)
+                self.pinned_bytes += self._d[key].data.nbytes
             return self._d[key]
         self.misses += 1
         pt = make()
         size = pt.data.nbytes
-        if self.max_bytes is None or size <= self.max_bytes:
+        if pin:
+            if self._fits(size):
+                self._d[key] = pt
+                self._pinned.add(key)
+                self.bytes += size
+                self.pinned_bytes += size
+            return pt
+        if self.max_bytes is None or self.pinned_bytes + size <= self.max_bytes:
             self._d[key] = pt
             self.bytes += size
-            while self.max_bytes is not None and self.bytes > self.max_bytes:
-                _, old = self._d.popitem(last=False)
-                self.bytes -= old.data.nbytes
+            if self.max_bytes is not None and self.bytes > self.max_bytes:
+                for old in [k for k in self._d if k not in self._pinned]:
+                    if self.bytes <= self.max_bytes:
+                        break
+                    self.bytes -= self._d.pop(old).data.nbytes
         return pt
+
+    def __len__(self):
+        return len(self._d)
 
     def clear(self):
         self._d.clear()
-        self.bytes = 0
+        self._pinned.clear()
+        self.bytes = self.pinned_bytes = 0
 
 
 class HEBackend:
@@ -56,6 +86,8 @@ class HEBackend:
         self.decryptor = decryptor
         self.cache = PlaintextCache(max_cache_bytes)
         self.counts = Counter()
+        self.encode_seconds = 0.0
+        self.pinning = False  # set by Program.prepare: encodes made meanwhile are pinned
 
     # ------------------------------------------------------------------ data
     def encrypt(self, vec, level: int = None):
@@ -97,11 +129,35 @@ class HEBackend:
 
     def encode_cached(self, key, make, level, scale):
         enc = self.ctx.encoder
-        return self.cache.get(key, lambda: enc.encode(make(), level=level, scale=scale))
+
+        def encode():
+            t0 = time.perf_counter()
+            pt = enc.encode(make(), level=level, scale=scale)
+            self.encode_seconds += time.perf_counter() - t0
+            self.counts["encode"] += 1
+            return pt
+        return self.cache.get(key, encode, pin=self.pinning)
+
+    def cache_room(self, level: int) -> bool:
+        """Whether one more plaintext at ``level`` fits the cache budget."""
+        mb = self.cache.max_bytes
+        return mb is None or self.cache.bytes + (level + 1) * self.ctx.n * 8 <= mb
 
     def multiply_plain(self, ct, pt):
         self.counts["multiply_plain"] += 1
         return self.ev.multiply(ct, pt)
+
+    def multiply_plain_add(self, acc, ct, pt):
+        """``acc + ct * pt``, in place into ``acc`` (a ciphertext this caller owns, e.g. from
+        ``multiply_plain``); ``acc=None``: ``ct * pt``.  One fused kernel (no temporary)."""
+        if acc is None:
+            return self.multiply_plain(ct, pt)
+        if not (acc.level == ct.level == pt.level) or acc.size != 2 or ct.size != 2:
+            return self.add(acc, self.multiply_plain(ct, pt))
+        self.counts["multiply_plain"] += 1
+        self.counts["add"] += 1
+        mul_add_ct(ct.data, pt.data, self.ctx.q_all[: ct.level + 1], acc.data)
+        return acc
 
     def add(self, a, b):
         self.counts["add"] += 1

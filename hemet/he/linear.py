@@ -256,10 +256,17 @@ class LinearStage:
         key = (self.uid, k, j, pos, level, scale)
         return backend.encode_cached(key, lambda: np.roll(blk.vector(pos), giant), level, scale)
 
-    def prepare(self, backend, level: int, in_scales, out_scale: float = None):
-        """Encode every diagonal for a run at ``level`` with these input scales (fills the cache)."""
+    def prepare(self, backend, level: int, in_scales, out_scale: float = None) -> int:
+        """Encode every diagonal for a run at ``level`` with these input scales (fills the
+        cache); stops when the backend says its cache has no room for another plaintext at
+        ``level`` (``backend.cache_room(level)``).  Returns the number prepared."""
+        room = getattr(backend, "cache_room", None)
+        n = 0
         for _ in self._terms(backend, level, in_scales, out_scale):
-            pass
+            n += 1
+            if room is not None and not room(level):
+                break
+        return n
 
     def _pt_scales(self, backend, level, in_scales, out_scale):
         out_scale = in_scales[0] if out_scale is None else out_scale
@@ -308,8 +315,7 @@ class LinearStage:
                 current, rotated = (k, j), None
                 babies = self._babies[(k, j)]
                 rotated = dict(zip(babies, backend.rotate_hoisted(inputs[k][j], babies)))
-            term = backend.multiply_plain(rotated[b], pt)
-            acc[(i, g)] = term if (i, g) not in acc else backend.add(acc[(i, g)], term)
+            acc[(i, g)] = backend.multiply_plain_add(acc.get((i, g)), rotated[b], pt)
         del rotated
         outputs = []
         any_ct = inputs[0][0]

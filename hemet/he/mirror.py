@@ -91,6 +91,11 @@ class MirrorBackend:
         self.counts["multiply_plain"] += 1
         return MirrorCt(ct.vec * vec, ct.level, ct.scale * scale)
 
+    def multiply_plain_add(self, acc, ct, pt):
+        """``acc + ct * pt`` (the HE backend does it in place)."""
+        prod = self.multiply_plain(ct, pt)
+        return prod if acc is None else self.add(acc, prod)
+
     def _same(self, a, b, what):
         if a.level != b.level:
             raise ValueError(f"{what}: levels {a.level} and {b.level} differ")

@@ -29,6 +29,7 @@ poly activations on the graph output, bootstrapping (the whole network must fit 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +42,7 @@ from .layout import Layout, LayoutError
 from .linear import LinearStage
 from .sparse import AffineMap
 
-__all__ = ["Program", "compile_model", "Expr", "expr_add", "choose_layout"]
+__all__ = ["Program", "compile_model", "Expr", "expr_add", "choose_layout", "format_report"]
 
 
 # ---------------------------------------------------------------- expressions
@@ -128,6 +129,7 @@ class Step:
     stage: LinearStage = None
     steps: tuple = ()
     coeffs: list = None  # "prescaled": per ciphertext, the slot vector t of x^2 + t*x
+    name: str = ""       # the graph node (activations, sums) for reports
 
 
 def sum_steps(layout: Layout) -> list[int] | None:
@@ -263,18 +265,35 @@ class Program:
                 ls[s.out] = (min(ls[v][0] for v in s.srcs) - 1, out_scale)
         return ls
 
-    def prepare(self, backend, input_level: int = None, out_scale: float = None) -> None:
-        """Pre-encode every stage's diagonals at the level and scale where the run uses them
-        (into the backend's bounded cache)."""
+    def prepare(self, backend, input_level: int = None, out_scale: float = None) -> dict:
+        """Pre-encode the stages' diagonals at the level and scale where the run uses them,
+        into the backend's cache, pinned (never evicted), while they fit its byte budget.
+
+        Deepest stages first: a plaintext at level l costs (l+1) limbs, so a budget holds the
+        most plaintexts (encodings saved) when the low-level ones go in first.  Returns
+        {step index: plaintexts prepared}."""
         ls = self.levels_and_scales(backend, input_level, out_scale)
         out_scale = backend.fresh_scale if out_scale is None else out_scale
-        for s in self.steps:
-            if s.kind == "linear":
-                level = min(ls[v][0] for v in s.srcs)
-                s.stage.prepare(backend, level, [ls[v][1] for v in s.srcs], out_scale)
-            elif s.kind == "prescaled":
-                for j in range(len(s.coeffs)):
-                    self._coeff_plain(backend, s, j, *ls[s.srcs[0]])
+        done = {}
+        order = sorted(range(len(self.steps)),
+                       key=lambda i: min(ls[v][0] for v in self.steps[i].srcs))
+        pinning = getattr(backend, "pinning", None)
+        if pinning is not None:
+            backend.pinning = True
+        try:
+            for idx in order:
+                s = self.steps[idx]
+                if s.kind == "linear":
+                    level = min(ls[v][0] for v in s.srcs)
+                    done[idx] = s.stage.prepare(backend, level, [ls[v][1] for v in s.srcs], out_scale)
+                elif s.kind == "prescaled":
+                    for j in range(len(s.coeffs)):
+                        self._coeff_plain(backend, s, j, *ls[s.srcs[0]])
+                    done[idx] = len(s.coeffs)
+        finally:
+            if pinning is not None:
+                backend.pinning = pinning
+        return done
 
     @staticmethod
     def _coeff_plain(backend, step, j, level, scale):
@@ -286,8 +305,12 @@ class Program:
     def encrypt(self, backend, x) -> list:
         return [backend.encrypt(v) for v in self.input_layout.pack(x)]
 
-    def run_encrypted(self, backend, cts: list, out_scale: float = None) -> list:
-        """Input ciphertexts (on ``input_layout``) -> output ciphertexts (on the output layout)."""
+    def run_encrypted(self, backend, cts: list, out_scale: float = None, report: list = None) -> list:
+        """Input ciphertexts (on ``input_layout``) -> output ciphertexts (on the output layout).
+
+        ``report``: a list that receives one dict per step (see :func:`format_report`): name,
+        kind, ciphertexts in/out, output level and log2 scale, rotations (hoisted baby steps
+        and plain ones), key switches, ct x pt products, plaintexts encoded on the way, seconds."""
         if len(cts) != self.input_layout.n_ciphertexts:
             raise ValueError(f"expected {self.input_layout.n_ciphertexts} input ciphertexts")
         level = min(backend.level(c) for c in cts)
@@ -300,36 +323,78 @@ class Program:
             for v in s.srcs:
                 uses[v] = uses.get(v, 0) + 1
         for s in self.steps:
-            if s.kind == "square":
-                values[s.out] = [backend.rescale(backend.square(c)) for c in values[s.srcs[0]]]
-            elif s.kind == "prescaled":
-                out = []
-                for j, c in enumerate(values[s.srcs[0]]):
-                    t = self._coeff_plain(backend, s, j, backend.level(c), backend.scale(c))
-                    out.append(backend.add(backend.rescale(backend.square(c)),
-                                           backend.rescale(backend.multiply_plain(c, t))))
-                values[s.out] = out
-            elif s.kind == "sum":
-                out = []
-                for c in values[s.srcs[0]]:
-                    for step in s.steps:
-                        c = backend.add(c, backend.rotate(c, step))
-                    out.append(c)
-                values[s.out] = out
-            else:
-                values[s.out] = s.stage.evaluate(backend, [values[v] for v in s.srcs],
-                                                 out_scale=out_scale)
+            if report is not None:
+                before = dict(getattr(backend, "counts", {}))
+                t0 = time.perf_counter()
+                enc0 = getattr(backend, "encode_seconds", 0.0)
+            self._run_step(backend, s, values, out_scale)
+            if report is not None:
+                report.append(self._report_row(backend, s, values[s.out], before,
+                                               time.perf_counter() - t0,
+                                               getattr(backend, "encode_seconds", 0.0) - enc0))
             for v in s.srcs:  # free values nobody needs any more
                 uses[v] -= 1
                 if uses[v] == 0 and v != self.output:
                     del values[v]
         return values[self.output]
 
+    def _report_row(self, backend, s, out, before, seconds, encode_seconds) -> dict:
+        after = getattr(backend, "counts", {})
+        d = {k: after.get(k, 0) - before.get(k, 0) for k in
+             ("rotate", "rotate_hoisted", "decompose", "multiply_plain", "square", "encode", "add")}
+        name = s.stage.name if s.kind == "linear" else (s.name or f"v{s.out}")
+        return {"name": name, "kind": s.kind, "out": s.out,
+                "in_cts": sum(self.layouts[v].n_ciphertexts for v in s.srcs),
+                "out_cts": len(out), "level": backend.level(out[0]),
+                "log2_scale": float(np.log2(backend.scale(out[0]))),
+                "rotations": d["rotate"] + d["rotate_hoisted"], "hoisted": d["rotate_hoisted"],
+                "keyswitches": d["rotate"] + d["rotate_hoisted"] + d["square"],
+                "pt_mults": d["multiply_plain"], "adds": d["add"], "squares": d["square"],
+                "encodes": d["encode"], "encode_s": encode_seconds, "seconds": seconds}
+
+    def _run_step(self, backend, s, values, out_scale):
+        if s.kind == "square":
+            values[s.out] = [backend.rescale(backend.square(c)) for c in values[s.srcs[0]]]
+        elif s.kind == "prescaled":
+            out = []
+            for j, c in enumerate(values[s.srcs[0]]):
+                t = self._coeff_plain(backend, s, j, backend.level(c), backend.scale(c))
+                out.append(backend.add(backend.rescale(backend.square(c)),
+                                       backend.rescale(backend.multiply_plain(c, t))))
+            values[s.out] = out
+        elif s.kind == "sum":
+            out = []
+            for c in values[s.srcs[0]]:
+                for step in s.steps:
+                    c = backend.add(c, backend.rotate(c, step))
+                out.append(c)
+            values[s.out] = out
+        else:
+            values[s.out] = s.stage.evaluate(backend, [values[v] for v in s.srcs],
+                                             out_scale=out_scale)
+
     def run(self, backend, x) -> np.ndarray:
         """Encrypt a (C, H, W) image, run, decrypt, unpack: the output vector."""
         out = self.run_encrypted(backend, self.encrypt(backend, x))
         y = self.layouts[self.output].unpack([backend.decrypt(c) for c in out])
         return y.reshape(self.output_shape)
+
+
+def format_report(rows: list) -> str:
+    """A table of :meth:`Program.run_encrypted`'s per-step report, with a total line."""
+    head = (f"{'step':<18} {'kind':<9} {'ct in/out':>9} {'level':>5} {'log2 sc':>7} {'rot':>5} "
+            f"{'(hoist)':>7} {'ct*pt':>6} {'encode':>6} {'enc s':>6} {'seconds':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name'][:18]:<18} {r['kind']:<9} {str(r['in_cts']) + '/' + str(r['out_cts']):>9} "
+                     f"{r['level']:>5} {r['log2_scale']:>7.2f} {r['rotations']:>5} {r['hoisted']:>7} "
+                     f"{r['pt_mults']:>6} {r['encodes']:>6} {r['encode_s']:>6.2f} {r['seconds']:>8.3f}")
+    tot = {k: sum(r[k] for r in rows) for k in ("rotations", "hoisted", "pt_mults", "encodes",
+                                                 "encode_s", "seconds")}
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<18} {'':<9} {'':>9} {'':>5} {'':>7} {tot['rotations']:>5} {tot['hoisted']:>7} "
+                 f"{tot['pt_mults']:>6} {tot['encodes']:>6} {tot['encode_s']:>6.2f} {tot['seconds']:>8.3f}")
+    return "\n".join(lines)
 
 
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
@@ -417,12 +482,14 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             if _is_source(x):   # sum now, divide in the next stage
                 v = materialize(node.inputs[0])
                 total = prog.add_sum(v)
+                prog.steps[-1].name = node.name
                 src_shapes[total] = prog.layouts[total].shape
                 e = Expr((x.shape[0],), {total: S.channel_affine((x.shape[0],), 1.0 / hw)})
             else:               # divide in the stage that materializes x, then sum for free
                 exprs[f"{node.name}__scaled"] = x.apply(S.channel_affine(x.shape, 1.0 / hw))
                 v = materialize(f"{node.name}__scaled")
                 total = prog.add_sum(v)
+                prog.steps[-1].name = node.name
                 src_shapes[total] = prog.layouts[total].shape
                 e = Expr((x.shape[0],), {total: S.identity((x.shape[0],))})
         elif isinstance(lay, L.GlobalAvgPool):
@@ -443,9 +510,11 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             if (activation == "prescaled" and np.any(b) and np.all(a != 0)
                     and np.max(np.abs(b / a)) <= max_ratio):
                 y2 = prog.add_prescaled(y, b / a)      # y2 = x^2 + (b/a) x
+                prog.steps[-1].name = node.name
                 terms = {y2: S.channel_affine(shape, a)}
             else:
                 y2 = prog.add_square(y)
+                prog.steps[-1].name = node.name
                 terms = {y2: S.identity(shape) if np.all(a == 1) else S.channel_affine(shape, a)}
                 if np.any(b):
                     terms[y] = S.channel_affine(shape, b)

@@ -273,3 +273,44 @@ def test_full_ciphertext_conv_32_to_32_at_n4096():
     out = stage.evaluate(be, [[be.encrypt(v) for v in lay.pack(x)]])
     want = f(x)
     assert np.max(np.abs(lay.unpack([be.decrypt(o) for o in out]) - want)) < 1e-3 * np.abs(want).max()
+
+
+def test_pinned_cache_keeps_its_prefix():
+    """Pinned entries fill the budget and stay; later (unpinned) entries never evict them."""
+    from hemet.he.backend import PlaintextCache
+
+    class P:
+        def __init__(self, n):
+            self.data = np.zeros(n, dtype=np.uint8)
+
+    c = PlaintextCache(max_bytes=100)
+    for k in range(5):
+        c.get(("pin", k), lambda: P(30), pin=True)
+    assert c.bytes == c.pinned_bytes == 90 and len(c) == 3  # the 4th and 5th did not fit
+    for k in range(10):  # a scan of unpinned entries: stored only beside the pinned ones
+        c.get(("scan", k), lambda: P(10))
+        assert c.bytes <= 100
+    hits = c.hits
+    for k in range(3):
+        c.get(("pin", k), lambda: P(30))
+    assert c.hits == hits + 3
+    c.get(("big", 0), lambda: P(20))  # does not fit beside the pinned 90: not stored
+    assert c.bytes <= 100 and ("big", 0) not in c._d
+
+
+def test_fused_multiply_add_is_exact(rng, hekit):
+    be = hekit.backend([])
+    ctx = hekit.ctx
+    ct = be.encrypt(rng.normal(size=hekit.slots), level=3)
+    pts = [ctx.encoder.encode(rng.normal(size=hekit.slots), level=3, scale=be.prime(3)) for _ in range(3)]
+    want = be.ev.multiply(ct, pts[0])
+    for pt in pts[1:]:
+        want = be.ev.add(want, be.ev.multiply(ct, pt))
+    acc = None
+    for pt in pts:
+        acc = be.multiply_plain_add(acc, ct, pt)
+    assert np.array_equal(acc.data, want.data) and acc.scale == want.scale
+    # level mismatch: falls back to the plain (matching) path
+    ct2 = be.encrypt(rng.normal(size=hekit.slots), level=4)
+    got = be.multiply_plain_add(be.multiply_plain(ct, pts[0]), ct2, pts[1])
+    assert got.level == 3

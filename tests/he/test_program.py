@@ -218,3 +218,28 @@ def test_odd_sizes_program_on_mirror():
     x = np.random.default_rng(1).uniform(0, 1, (3, 6, 6))
     np.testing.assert_allclose(prog.run(MirrorBackend(256, depth=prog.depth), x),
                                forward(model, x[None])[0], atol=1e-9)
+
+
+def test_run_report_and_pinned_prepare(hekit):
+    from hemet.he.program import format_report
+    model = tiny_fire_net()
+    prog = compile_model(model, hekit.slots)
+    n = hekit.ctx.n
+    be = hekit.backend(prog.rotation_steps, max_cache_bytes=60 * 3 * n * 8)
+    done = prog.prepare(be)
+    assert be.cache.bytes <= 60 * 3 * n * 8 and be.cache.pinned_bytes == be.cache.bytes
+    # deepest stage first: the last linear stage (lowest level) is fully prepared
+    last = max(i for i, s in enumerate(prog.steps) if s.kind == "linear")
+    assert done[last] == prog.steps[last].stage.costs()["diagonals"]
+    x = np.random.default_rng(6).uniform(0, 1, model.graph.input_shape)
+    rep = []
+    out = prog.run_encrypted(be, prog.encrypt(be, x), report=rep)
+    got = prog.layouts[prog.output].unpack([be.decrypt(c) for c in out]).reshape(prog.output_shape)
+    want = forward(model, x[None])[0]
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+    assert len(rep) == len(prog.steps)
+    assert sum(r["pt_mults"] for r in rep) == prog.costs()["pt_mults"]
+    assert sum(r["rotations"] for r in rep) == prog.costs()["rotations"]
+    assert [r["level"] for r in rep] == [hekit.params.depth - prog.consumed[s.out] for s in prog.steps]
+    table = format_report(rep)
+    assert "total" in table and rep[0]["name"] in table
