@@ -6,7 +6,7 @@ target prime.  That equals x + u*Q with 0 <= u < k: the small multiple of Q is t
 approximation error that key switching absorbs.
 """
 import numpy as np
-from numba import njit, prange, float64, uint64
+from numba import get_thread_id, njit, prange, float64, uint64
 
 from . import ifma_arith as _fx
 from .cpu import USE_IFMA
@@ -149,6 +149,8 @@ def convert(x, q_from, qhat_inv, q_to, qhat_mod, out):
 # Conversion constants ``cm``: IFMA kernels take Montgomery forms (c * 2^52 mod p),
 # portable ones plain residues; ``*_c`` companions: Shoup (uint64) or w/q (float64).
 #
+# Scratch rows ``tmp`` are per thread (first axis numba.config.NUMBA_NUM_THREADS, indexed by
+# get_thread_id()), so they stay in cache from one limb to the next.
 # Shapes: c (k, N) NTT form over Q_l; ext (D, m, N) with m = k + alpha; digit j owns rows
 # [dig_lo[j], dig_hi[j]) of Q_l; the (digit, target row) items of ModUp are (item_digit,
 # item_pos); cm_up (D, m, alpha) with cm_up[j, t, i] the constant of source i of digit j
@@ -251,7 +253,7 @@ def _ip_row_portable(ext, key, r, g, qi, o0, o1):
         o1[j] = reduce_small(o1[j], qi, qinv)
 
 
-# ModDown of (size, m, N) over Q_l+P: y (size * alpha, N) scratch, tmp (size * k, N) scratch.
+# ModDown of (size, m, N) over Q_l+P: y (size * alpha, N) scratch, tmp (threads, N) scratch.
 @njit(cache=True, parallel=True)
 def moddown_prepare_ifma(x, y, p_rows, q, w, ws, ni, ni_c, w1n, w1n_c):
     size, m, n = x.shape
@@ -292,7 +294,7 @@ def moddown_finish_ifma(x, y, cm, q_rows, q, pneg, p_inv, p_inv_c, w, ws, tmp, o
         s = it // k
         r = it - s * k
         g = q_rows[r]
-        t = tmp[it]
+        t = tmp[get_thread_id()]
         _fx.conv_row(y, s * alpha, (s + 1) * alpha, cm[r], q[g], pneg[g], t)
         _fwd_limb_ifma(t, w[g], ws[g], q[g])
         _fx.sub_mul_row(x[s, r], t, p_inv[r], p_inv_c[r], q[g], out[s, r])
@@ -306,7 +308,7 @@ def moddown_finish_portable(x, y, cm, q_rows, q, p_inv, w, wf, tmp, out):
         s = it // k
         r = it - s * k
         g = q_rows[r]
-        t = tmp[it]
+        t = tmp[get_thread_id()]
         _conv_row_portable(y, s * alpha, (s + 1) * alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
         _sub_mul_row_portable(x[s, r], t, p_inv[r], q[g], out[s, r])
@@ -354,7 +356,7 @@ def ip_moddown_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w,
         o0 = out[0, r]
         o1 = out[1, r]
         _fx.ip_row_mont(ext, key, r, g, q[g], qneg[g], o0, o1)
-        t = tmp[r]
+        t = tmp[get_thread_id()]
         _fx.conv_row(y, 0, alpha, cm[r], q[g], qneg[g], t)
         _fwd_limb_ifma(t, w[g], ws[g], q[g])
         _fx.sub_mul_row(o0, t, p_inv[r], p_inv_c[r], q[g], o0)
@@ -372,7 +374,7 @@ def ip_moddown_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, tmp, o
         o0 = out[0, r]
         o1 = out[1, r]
         _ip_row_portable(ext, key, r, g, q[g], o0, o1)
-        t = tmp[r]
+        t = tmp[get_thread_id()]
         _conv_row_portable(y, 0, alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
         _sub_mul_row_portable(o0, t, p_inv[r], q[g], o0)
@@ -384,19 +386,22 @@ def ip_moddown_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, tmp, o
 # The caller's last step fused in as well: out[c] = sigma(u_c + addend[c]) for c < A, sigma(u_c)
 # otherwise, with u = ModDown(ext * key), addend (A, k, N), A in 0..2, and sigma the NTT-domain
 # permutation ``perm`` (out[c, r, j] = value[r, perm[j]]) or none when perm is empty.
-# Rotation: A = 1 (c0), perm; relinearization: A = 2 (c0, c1), no perm.  tmp (k, 3, N) scratch.
+# Rotation: A = 1 (c0), perm; relinearization: A = 2 (c0, c1), no perm.  tmp (threads, 3, N).
+# The IFMA kernel takes perm as uint64 and ``blocked`` (see ifma_arith.blocked_permutation:
+# one load + one lane permutation per 8 entries, else AVX-512 gathers); the portable one int64.
 @njit(cache=True, parallel=True)
 def ip_moddown_add_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c,
-                               w, ws, addend, perm, tmp, out):
+                               w, ws, addend, perm, blocked, tmp, out):
     size, k, n = out.shape
     alpha = y.shape[0] // 2
     n_add = addend.shape[0]
     permute = perm.shape[0] > 0
     for r in prange(k):
         g = qp_rows[r]
-        a0 = tmp[r, 0]
-        a1 = tmp[r, 1]
-        t = tmp[r, 2]
+        scratch = tmp[get_thread_id()]
+        a0 = scratch[0]
+        a1 = scratch[1]
+        t = scratch[2]
         if permute:
             d0 = a0
             d1 = a1
@@ -417,12 +422,8 @@ def ip_moddown_add_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c
         else:
             _fx.sub_mul_row(d1, t, p_inv[r], p_inv_c[r], q[g], d1)
         if permute:
-            o0 = out[0, r]
-            o1 = out[1, r]
-            for j in range(n):
-                p = perm[j]
-                o0[j] = a0[p]
-                o1[j] = a1[p]
+            _fx.permute_row(a0, perm, blocked, out[0, r])
+            _fx.permute_row(a1, perm, blocked, out[1, r])
 
 
 @njit(cache=True, parallel=True)
@@ -434,9 +435,10 @@ def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, ad
     for r in prange(k):
         g = qp_rows[r]
         qi = q[g]
-        a0 = tmp[r, 0]
-        a1 = tmp[r, 1]
-        t = tmp[r, 2]
+        scratch = tmp[get_thread_id()]
+        a0 = scratch[0]
+        a1 = scratch[1]
+        t = scratch[2]
         if permute:
             d0 = a0
             d1 = a1

@@ -15,7 +15,8 @@ Like ``kernels/ifma.py``: only call these when ``kernels.cpu.HAS_IFMA`` is true.
 """
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
 from numba.core.extending import intrinsic
 
 from .ifma import V8, madd52hi, madd52lo, vadd, vand, vbcast, vload, vmin, vstore, vsub
@@ -36,6 +37,65 @@ def vsrl52(typingctx, a):
         return builder.lshr(args[0], ir.Constant(vec, [52] * 8))
 
     return V8(a), codegen
+
+
+@intrinsic
+def vgather(typingctx, ary, idx):
+    """Lanes ary[idx[l]] (AVX-512 gather, no bounds check); ary a C-contiguous uint64 array."""
+    if not (isinstance(ary, types.Array) and ary.dtype == types.uint64 and ary.layout == "C"
+            and idx == V8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(ir.IntType(64), 8)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        base = builder.bitcast(data, ir.IntType(8).as_pointer())
+        mty = ir.VectorType(ir.IntType(1), 8)
+        fnty = ir.FunctionType(vec, [vec, base.type, vec, mty, ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.mask.gather.qpq.512")
+        return builder.call(fn, [ir.Constant(vec, [0] * 8), base, args[1],
+                                 ir.Constant(mty, [1] * 8), ir.Constant(ir.IntType(32), 8)])
+
+    return V8(ary, idx), codegen
+
+
+@intrinsic
+def vpermvar(typingctx, a, idx):
+    """Lanes a[idx[l] & 7] (vpermq)."""
+    if a != V8 or idx != V8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(ir.IntType(64), 8)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]),
+                                            "llvm.x86.avx512.permvar.di.512")
+        return builder.call(fn, [args[0], args[1]])
+
+    return V8(a, idx), codegen
+
+
+def blocked_permutation(perm) -> bool:
+    """True when perm maps every aligned block of 8 entries onto one aligned block of 8 (every
+    Galois automorphism of kernels.automorphism does: the low 3 bits of a bit-reversed index
+    only touch the top bits of its exponent), so ``permute_row`` can use one load and one lane
+    permutation per 8 entries instead of a gather."""
+    p = np.asarray(perm).reshape(-1, 8)
+    return bool(((p >> 3) == (p[:, :1] >> 3)).all())
+
+
+@njit(cache=True, inline="always")
+def permute_row(a, perm, blocked, out):
+    """out[j] = a[perm[j]] (perm: uint64 indices below len(a), C-contiguous; ``blocked`` as
+    decided by ``blocked_permutation``)."""
+    n = np.uint64(out.shape[0])
+    if blocked:
+        seven = vbcast(np.uint64(7))
+        for jj in range(np.uint64(0), n, np.uint64(8)):
+            src = perm[jj] & ~np.uint64(7)
+            vstore(out, jj, vpermvar(vload(a, src), vand(vload(perm, jj), seven)))
+    else:
+        for jj in range(np.uint64(0), n, np.uint64(8)):
+            vstore(out, jj, vgather(a, vload(perm, jj)))
 
 
 # -- host-side constants --------------------------------------------------------------------

@@ -247,3 +247,32 @@ def test_rescale_both_paths(path, seed, k):
         c = v - ql if v > ql // 2 else v
         assert [int(o) for o in out[:, j]] == [(int(x_c[i, j]) - c) * pow(ql, -1, q) % q
                                                for i, q in enumerate(primes[:-1])]
+
+
+@pytest.mark.skipif(not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA")
+@pytest.mark.parametrize("n", [16, 64, 1 << 12])
+def test_permute_row_blocked_and_gather(n):
+    """Galois permutations map aligned 8-blocks onto aligned 8-blocks (the fast path); a
+    random permutation does not and takes the gather path; both exact."""
+    from numba import njit
+    from kernels import ifma_arith as fx
+    from kernels.automorphism import galois_permutation
+
+    @njit
+    def run(a, perm, blocked, out):
+        fx.permute_row(a, perm, blocked, out)
+
+    rng = np.random.default_rng(n)
+    a = rng.integers(0, 2 ** 50, n, dtype=np.uint64)
+    for g in (5, 25, 3, 2 * n - 1, pow(5, n // 4 - 1, 2 * n)):
+        perm = galois_permutation(n, g)
+        assert fx.blocked_permutation(perm)
+        for blocked in (True, False):
+            out = np.empty_like(a)
+            run(a, perm.view(np.uint64), blocked, out)
+            assert np.array_equal(out, a[perm])
+    perm = rng.permutation(n).astype(np.int64)
+    assert not fx.blocked_permutation(perm)
+    out = np.empty_like(a)
+    run(a, perm.view(np.uint64), False, out)
+    assert np.array_equal(out, a[perm])

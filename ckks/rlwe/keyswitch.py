@@ -7,10 +7,14 @@ hoisted rotations call it once and reuse the digits for every step.
 """
 import math
 
+import numba
 import numpy as np
 
 from kernels import basis, cpu, modarith
 from kernels import ifma_arith as fx
+
+
+_THREADS = numba.config.NUMBA_NUM_THREADS  # per-thread scratch rows of the fused kernels
 
 
 class KeySwitcher:
@@ -191,7 +195,7 @@ class KeySwitcher:
         size = x.shape[0]
         alpha = len(ctx.special_rows)
         y = np.empty((size * alpha, ctx.n), dtype=np.uint64)
-        tmp = np.empty((size * k, ctx.n), dtype=np.uint64)
+        tmp = np.empty((_THREADS, ctx.n), dtype=np.uint64)
         out = np.empty((size, k, ctx.n), dtype=np.uint64)
         q = ctx.q_all
         if self.ifma:
@@ -215,7 +219,7 @@ class KeySwitcher:
         if not key_data.flags.c_contiguous or key_data.shape[0] < ext.shape[0]:
             raise ValueError("key_data must be a C-contiguous switching key with enough digits")
         y = np.empty((2 * alpha, ctx.n), dtype=np.uint64)
-        tmp = np.empty((k, ctx.n), dtype=np.uint64)
+        tmp = np.empty((_THREADS, ctx.n), dtype=np.uint64)
         out = np.empty((2, k, ctx.n), dtype=np.uint64)
         qp = ctx.qp_rows(level)
         q = ctx.q_all
@@ -255,8 +259,10 @@ class KeySwitcher:
                 else np.ascontiguousarray(perm, dtype=np.int64))
         if perm.shape not in ((0,), (ctx.n,)):
             raise ValueError("perm must have N entries")
+        if len(perm) and (perm.min() < 0 or perm.max() >= ctx.n):
+            raise ValueError("perm entries must lie in 0..N-1")
         y = np.empty((2 * alpha, ctx.n), dtype=np.uint64)
-        tmp = np.empty((k, 3, ctx.n), dtype=np.uint64)
+        tmp = np.empty((_THREADS, 3, ctx.n), dtype=np.uint64)
         out = np.empty((2, k, ctx.n), dtype=np.uint64)
         qp = ctx.qp_rows(level)
         q = ctx.q_all
@@ -264,7 +270,8 @@ class KeySwitcher:
             basis.ip_moddown_prepare_ifma(ext, key_data, qp, q, self._qneg, *self._inv,
                                           ni, ni_c, w1n, w1n_c, y)
             basis.ip_moddown_add_finish_ifma(ext, key_data, y, cm, qp, q, self._qneg, p_inv,
-                                             p_inv_c, *self._fwd, addend, perm, tmp, out)
+                                             p_inv_c, *self._fwd, addend, perm.view(np.uint64),
+                                             len(perm) > 0 and fx.blocked_permutation(perm), tmp, out)
         else:
             basis.ip_moddown_prepare_portable(ext, key_data, qp, q, *self._inv, ni, ni_c, w1n, w1n_c, y)
             basis.ip_moddown_add_finish_portable(ext, key_data, y, cm, qp, q, p_inv, *self._fwd,
