@@ -314,3 +314,22 @@ def test_fused_multiply_add_is_exact(rng, hekit):
     ct2 = be.encrypt(rng.normal(size=hekit.slots), level=4)
     got = be.multiply_plain_add(be.multiply_plain(ct, pts[0]), ct2, pts[1])
     assert got.level == 3
+
+
+def test_compact_pinned_plaintexts_equal_encodes(rng, hekit):
+    """A plaintext pinned compactly (int64 coefficients) comes back bit for bit equal to a
+    direct encode, at any level; at level 0 it is pinned in NTT form."""
+    be = hekit.backend([])
+    enc = hekit.ctx.encoder
+    be.pinning = True
+    for level in (0, 1, 3, 7):
+        v = rng.normal(size=hekit.slots) * 3
+        scale = be.prime(max(level, 1)) * 1.5
+        pt = be.encode_cached(("t", level), lambda: v, level, scale)
+        want = enc.encode(v, level=level, scale=scale)
+        assert np.array_equal(pt.data, want.data) and pt.level == level and pt.scale == want.scale
+        again = be.encode_cached(("t", level), lambda: None, level, scale)  # from the cache
+        assert np.array_equal(again.data, want.data)
+    be.pinning = False
+    n = hekit.ctx.n
+    assert be.cache.bytes == n * 8 * 3 + n * 8 * 1  # three compact entries + one level-0 plaintext
