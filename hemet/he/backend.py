@@ -88,7 +88,7 @@ class _Coeffs:
 
 class HEBackend:
     def __init__(self, evaluator, encryptor=None, decryptor=None, max_cache_bytes: int | None = 1 << 30,
-                 compact: bool = True):
+                 compact: bool = True, rotation_paths: dict = None):
         self.ev = evaluator
         self.ctx = evaluator.ctx
         self.slots = self.ctx.slots
@@ -101,6 +101,8 @@ class HEBackend:
         self.encode_seconds = 0.0
         self.pinning = False  # set by Program.prepare: encodes made meanwhile are pinned
         self.compact = compact
+        # steps without a Galois key -> kept steps summing to them (Program.key_plan)
+        self.paths = {int(k) % self.slots: [int(x) for x in v] for k, v in (rotation_paths or {}).items()}
 
     # ------------------------------------------------------------------ data
     def encrypt(self, vec, level: int = None):
@@ -129,16 +131,36 @@ class HEBackend:
         return self.ev.drop_level(ct, level)
 
     def rotate(self, ct, step):
-        self.counts["rotate"] += 1
-        return self.ev.rotate(ct, step)
+        step = int(step) % self.slots
+        path = self.paths.get(step)
+        if path is None:
+            self.counts["rotate"] += 1
+            return self.ev.rotate(ct, step)
+        for s in path:  # a step without its own key: rotations by kept steps summing to it
+            self.counts["rotate"] += 1
+            ct = self.ev.rotate(ct, s)
+        return ct
 
     def rotate_hoisted(self, ct, steps):
-        steps = list(steps)
-        nz = sum(1 for s in steps if int(s) % self.slots)
+        steps = [int(s) % self.slots for s in steps]
+        hoist = [s for s in steps if s not in self.paths]
+        hoist += sorted({self.paths[s][0] for s in steps if s in self.paths} - set(hoist))
+        nz = sum(1 for s in hoist if s)
         self.counts["rotate_hoisted"] += nz
         if nz:
             self.counts["decompose"] += 1
-        return self.ev.rotate_hoisted(ct, steps)
+        got = dict(zip(hoist, self.ev.rotate_hoisted(ct, hoist)))
+        out = []
+        for s in steps:
+            if s in self.paths:
+                r = got[self.paths[s][0]]
+                for x in self.paths[s][1:]:
+                    self.counts["rotate"] += 1
+                    r = self.ev.rotate(r, x)
+                out.append(r)
+            else:
+                out.append(got[s])
+        return out
 
     def encode_cached(self, key, make, level, scale):
         """The plaintext of ``make()`` at ``level``/``scale``, through the cache.  Entries

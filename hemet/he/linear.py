@@ -212,6 +212,19 @@ class LinearStage:
         steps |= {g for gs in self._giants.values() for g in gs if g}
         return steps
 
+    def rotation_uses(self) -> dict:
+        """{step: rotations by it in one evaluation}."""
+        uses = {}
+        for bs in self._babies.values():
+            for b in bs:
+                if b:
+                    uses[b] = uses.get(b, 0) + 1
+        for gs in self._giants.values():
+            for g in gs:
+                if g:
+                    uses[g] = uses.get(g, 0) + 1
+        return uses
+
     def costs(self) -> dict:
         """Operation counts of one evaluation."""
         baby = sum(sum(1 for b in bs if b) for bs in self._babies.values())

@@ -208,6 +208,61 @@ class Program:
             out |= {x % self.slots for x in s.steps} - {0}
         return out
 
+    def rotation_uses(self) -> dict:
+        """{step: rotations by it in one run} (hoisted baby steps, giant steps, sums)."""
+        uses = {}
+        for s in self.steps:
+            if s.kind == "linear":
+                for step, n in s.stage.rotation_uses().items():
+                    uses[step] = uses.get(step, 0) + n
+            elif s.kind == "sum":
+                n = self.layouts[s.srcs[0]].n_ciphertexts
+                for x in s.steps:
+                    if x % self.slots:
+                        uses[x % self.slots] = uses.get(x % self.slots, 0) + n
+        return uses
+
+    def key_plan(self, max_keys: int = None):
+        """(Galois key steps, paths) with at most ``max_keys`` keys (None: one per step).
+
+        The keys are the powers of two plus the most used steps; every other step ``s``
+        becomes a path of kept steps summing to ``s`` (mod slots): a pair when one exists
+        (the first one hoisted with the baby steps where it is one), else the binary
+        expansion of ``s`` or of ``s - slots``.  Each use of a dropped step then costs
+        ``len(path) - 1`` extra key switches: rarely used steps (giant steps, used once per
+        stage) are dropped first.  Give ``paths`` to ``HEBackend(rotation_paths=...)``."""
+        uses = self.rotation_uses()
+        if max_keys is None or len(uses) <= max_keys:
+            return set(uses), {}
+        slots = self.slots
+        pow2 = [1 << e for e in range(slots.bit_length() - 1)]
+        if max_keys < len(pow2):
+            raise ValueError(f"max_keys must be at least log2(slots) = {len(pow2)}")
+        keep = set(pow2)
+        for step in sorted(uses, key=lambda x: (-uses[x], x)):
+            if len(keep) >= max_keys:
+                break
+            keep.add(step)
+        ranked = sorted(keep, key=lambda x: (-uses.get(x, 0), x))
+        paths = {}
+        for step in uses:
+            if step in keep:
+                continue
+            pair = next(([a, (step - a) % slots] for a in ranked if (step - a) % slots in keep), None)
+            if pair is None:
+                up = [1 << e for e in range(step.bit_length()) if step >> e & 1]
+                down_n = slots - step
+                down = [(slots - (1 << e)) for e in range(down_n.bit_length()) if down_n >> e & 1]
+                cand = [p for p in (up, down) if all(x in keep for x in p)]
+                pair = min(cand, key=len)
+            paths[step] = pair
+        return keep, paths
+
+    def key_plan_costs(self, paths: dict) -> int:
+        """Extra key switches per run that ``paths`` cost."""
+        uses = self.rotation_uses()
+        return sum(uses[s] * (len(p) - 1) for s, p in paths.items())
+
     def costs(self) -> dict:
         tot = {"stages": len(self.stages), "squares": 0, "rotations": 0, "pt_mults": 0,
                "rescales": 0, "diagonals": 0, "ct_squares": 0}

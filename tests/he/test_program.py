@@ -243,3 +243,25 @@ def test_run_report_and_pinned_prepare(hekit):
     assert [r["level"] for r in rep] == [hekit.params.depth - prog.consumed[s.out] for s in prog.steps]
     table = format_report(rep)
     assert "total" in table and rep[0]["name"] in table
+
+
+def test_key_plan_caps_the_galois_keys(hekit):
+    """Fewer keys than steps: dropped steps run as paths of kept ones; same result."""
+    model = tiny_fire_net()
+    prog = compile_model(model, hekit.slots)
+    all_steps = prog.rotation_steps
+    log_slots = hekit.slots.bit_length() - 1
+    keys, paths = prog.key_plan(log_slots + 4)
+    assert len(keys) <= log_slots + 4 < len(all_steps)
+    assert set(paths) | (keys & all_steps) == all_steps
+    for s, p in paths.items():
+        assert sum(p) % hekit.slots == s and all(x in keys for x in p)
+    assert prog.key_plan(None) == (all_steps, {})
+    be = hekit.backend(keys)
+    be.paths = paths
+    x = np.random.default_rng(6).uniform(0, 1, model.graph.input_shape)
+    got = prog.run(be, x)
+    want = forward(model, x[None])[0]
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+    n_rot = be.counts["rotate"] + be.counts["rotate_hoisted"]
+    assert n_rot >= prog.costs()["rotations"] + prog.key_plan_costs(paths) - len(paths)
