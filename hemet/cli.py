@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .modelfile import ModelFormatError
+    from . import commands  # noqa: F401  (private-inference subcommands register themselves)
     args = build_parser().parse_args(argv)
     try:
         return int(COMMANDS[args.command].run(args) or 0)
