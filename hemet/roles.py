@@ -16,7 +16,7 @@ Messages (version 1) are one container format, all integers little-endian::
     offset  size  field
     0       8     magic b"HEMETMSG"
     8       2     version (uint16) = 1
-    10      1     kind: 1 model info, 2 key bundle, 3 request, 4 response
+    10      1     kind: 1 model info, 2 key bundle, 3 request, 4 response, 5 key part
     11      1     flags = 0
     12      4     section count (uint32)
     16      ...   sections: tag (4 ASCII bytes) | length (uint64) | data
@@ -27,10 +27,18 @@ kind          sections, in this order
 ============  =========================================================================
 model info    PARM (ckks parameters), INFO (UTF-8 JSON: name, classes, shapes, layouts,
               rotation steps, depth, fingerprint)
-key bundle    PARM, FPRT (16-byte model fingerprint), PKEY, RKEY, GKEY (ckks objects)
-request       FPRT, KEYI (16-byte key id: SHA-256 of the public key), CTXT x n_inputs
+key bundle    PARM, FPRT (16-byte model fingerprint), PKEY, RKEY, then at most one GKEY
+              (ckks objects)
+key part      FPRT, KEYI (16-byte key id: SHA-256 of the public key), GKEY
+request       FPRT, KEYI, CTXT x n_inputs
 response      FPRT, KEYI, CTXT x n_outputs
 ============  =========================================================================
+
+A GKEY section holds at most ``GALOIS_CHUNK`` Galois keys.  A model needing more sends the key
+bundle without them and then key parts (``Client.key_parts``): a real network's keys are
+gigabytes (279 keys of 19 MiB for hemet-fire1-4 at N = 2^15), and chunks keep every message,
+and the memory of both sides, bounded.  A session evaluates once it holds exactly the Galois
+keys of the model's rotation steps; missing, duplicate or unneeded keys are refused.
 
 The ckks objects inside are the engine's own validated serialization
 (``ckks.serialization``).  Every reader checks everything and raises :class:`ProtocolError`
@@ -75,6 +83,7 @@ _CRC = struct.Struct("<I")
 FINGERPRINT_BYTES = 16
 MAX_SECTIONS = 4096
 MAX_INFO_JSON = 1 << 20
+GALOIS_CHUNK = 16          # Galois keys per GKEY section
 
 
 class ProtocolError(ValueError):
@@ -90,10 +99,12 @@ class MsgKind(enum.IntEnum):
     KEY_BUNDLE = 2
     REQUEST = 3
     RESPONSE = 4
+    KEY_PART = 5
 
 
 _KIND_NAMES = {MsgKind.MODEL_INFO: "model info", MsgKind.KEY_BUNDLE: "key bundle",
-               MsgKind.REQUEST: "request", MsgKind.RESPONSE: "response"}
+               MsgKind.REQUEST: "request", MsgKind.RESPONSE: "response",
+               MsgKind.KEY_PART: "key part"}
 
 
 # ---------------------------------------------------------------------------- containers
@@ -383,27 +394,39 @@ class Client:
         """The client's secret key (for a teaching trace; never send it anywhere)."""
         return self._keygen.secret_key
 
-    def galois_keys(self, chunk: int = 8) -> ckks.GaloisKeys:
+    def _galois_chunks(self):
         steps = list(self.info.rotation_steps)
-        chunks = [steps[i:i + chunk] for i in range(0, len(steps), chunk)]
-        keys = {}
-        for part in (self._progress(chunks) if self._progress else chunks):
-            with ENGINE_LOCK:
-                keys.update(self._keygen.galois_keys(part).keys)
-        return ckks.GaloisKeys(keys, self.ctx.fingerprint)
+        return [steps[i:i + GALOIS_CHUNK] for i in range(0, len(steps), GALOIS_CHUNK)]
+
+    def _galois_section(self, steps) -> bytes:
+        with ENGINE_LOCK:
+            return ser.dump_galois_keys(self._keygen.galois_keys(steps))
 
     def key_bundle(self) -> bytes:
-        """Parameters, model fingerprint, public key, relinearization key and exactly the
-        Galois keys of the model's rotation steps (cached after the first call)."""
+        """Parameters, model fingerprint, public key, relinearization key and, when they fit one
+        section (at most ``GALOIS_CHUNK``), the model's Galois keys; otherwise those follow as
+        :meth:`key_parts`.  Cached after the first call."""
         if self._bundle is None:
-            gk = self.galois_keys()
+            chunks = self._galois_chunks()
             with ENGINE_LOCK:
                 rk = ser.dump_relin_key(self._keygen.relin_key())
-                self._bundle = pack_message(MsgKind.KEY_BUNDLE, [
-                    ("PARM", ser.dump_parameters(self.info.params)),
-                    ("FPRT", self.info.fingerprint), ("PKEY", self._pk_bytes), ("RKEY", rk),
-                    ("GKEY", ser.dump_galois_keys(gk))])
+            secs = [("PARM", ser.dump_parameters(self.info.params)), ("FPRT", self.info.fingerprint),
+                    ("PKEY", self._pk_bytes), ("RKEY", rk)]
+            if len(chunks) == 1:
+                secs.append(("GKEY", self._galois_section(chunks[0])))
+            self._bundle = pack_message(MsgKind.KEY_BUNDLE, secs)
         return self._bundle
+
+    def key_parts(self):
+        """The Galois keys the bundle does not carry, ``GALOIS_CHUNK`` per message (a generator:
+        each part is made when asked for, so only one is in memory at a time)."""
+        chunks = self._galois_chunks()
+        if len(chunks) <= 1:
+            return
+        for steps in (self._progress(chunks) if self._progress else chunks):
+            yield pack_message(MsgKind.KEY_PART, [("FPRT", self.info.fingerprint),
+                                                  ("KEYI", self.key_id),
+                                                  ("GKEY", self._galois_section(steps))])
 
     def encrypt(self, image) -> bytes:
         """An image ((C, H, W) floats in [0, 1] or (H, W, C) uint8) -> request bytes.  The
@@ -444,19 +467,28 @@ class _NoSecrets:
 class Session(_NoSecrets):
     """One client's evaluation keys on the server (never a secret key)."""
 
-    def __init__(self, sid: str, key_id: bytes, evaluator, backend, public_key, nbytes: int):
+    def __init__(self, sid: str, key_id: bytes, public_key, relin_key, missing: set, nbytes: int):
         self.id = sid
         self.key_id = key_id
-        self.evaluator = evaluator
-        self.backend = backend
         self.public_key = public_key
+        self.relin_key = relin_key
+        self.galois = {}           # Galois element -> SwitchingKey, until complete
+        self.missing = set(missing)
+        self.evaluator = self.backend = None
         self.nbytes = nbytes
         self.created = self.last_used = time.monotonic()
         self.requests = 0
+        self.closed = False
+
+    @property
+    def ready(self) -> bool:
+        return self.backend is not None
 
     def close(self) -> None:
         """Drop the keys (the session cannot evaluate afterwards)."""
-        self.evaluator = self.backend = self.public_key = None
+        self.closed = True
+        self.evaluator = self.backend = self.public_key = self.relin_key = None
+        self.galois = {}
 
 
 def run_steps(program, backend, cts, report: list = None):
@@ -532,24 +564,29 @@ class Server(_NoSecrets):
         digits = -(-(big_l + 1) // p.alpha)
         head = 44 + 4 + 4  # ckks header + header crc + payload crc
         n_gal = len(self.info.galois_elements)
+        chunk = min(n_gal, GALOIS_CHUNK)
+        gkey = head + 8 * chunk + chunk * digits * 2 * k * n * 8
         sizes = {"PARM": len(ser.dump_parameters(p)), "FPRT": FINGERPRINT_BYTES,
                  "PKEY": head + 2 * (big_l + 1) * n * 8, "RKEY": head + digits * 2 * k * n * 8,
-                 "GKEY": head + 8 * n_gal + n_gal * digits * 2 * k * n * 8}
+                 "GKEY": gkey}
         frame = _HEAD.size + _CRC.size
         bundle = frame + sum(_SECTION.size + v for v in sizes.values())
+        part = frame + 3 * _SECTION.size + 2 * FINGERPRINT_BYTES + gkey
         ct = head + 2 * (big_l + 1) * n * 8
         n_in = self.info.input_layout.n_ciphertexts
         request = frame + 2 * (_SECTION.size + FINGERPRINT_BYTES) + n_in * (_SECTION.size + ct)
-        return {"key_bundle": bundle, "request": request}
+        return {"key_bundle": bundle, "key_part": part, "request": request,
+                "galois_keys": n_gal, "galois_key_bytes": digits * 2 * k * n * 8}
 
     # -------------------------------------------------------------- sessions
     def open_session(self, bundle, sid: str = None) -> Session:
-        """Validate a client's key bundle and build its evaluator; raises ProtocolError."""
-        from hemet.he import HEBackend
+        """Validate a client's key bundle; the session is ready when it holds every Galois key
+        (in the bundle, or after :meth:`add_keys`).  Raises ProtocolError."""
         _refuse_secret(bundle, sid)
         secs = unpack_message(bundle, MsgKind.KEY_BUNDLE, max_bytes=self.limits["key_bundle"])
-        _expect_tags(secs, ["PARM", "FPRT", "PKEY", "RKEY", "GKEY"], "key bundle")
-        parm, fprt, pkey, rkey, gkey = (d for _, d in secs)
+        tags = ["PARM", "FPRT", "PKEY", "RKEY"] + (["GKEY"] if len(secs) == 5 else [])
+        _expect_tags(secs, tags, "key bundle")
+        parm, fprt, pkey, rkey = (d for _, d in secs[:4])
         if _ckks_kind(parm, "key bundle parameters") != ser.Kind.PARAMETERS:
             raise ProtocolError("key bundle: the PARM section is not parameters")
         if bytes(parm) != ser.dump_parameters(self.params):
@@ -558,21 +595,55 @@ class Server(_NoSecrets):
         if _fixed(fprt, FINGERPRINT_BYTES, "key bundle fingerprint") != self.fingerprint:
             raise ProtocolError("key bundle: made for another model (model fingerprint "
                                 f"{bytes(fprt).hex()} != {self.fingerprint.hex()})", 409)
-        ctx = self.ctx
-        pk = _load(ser.load_public_key, ctx, pkey, "public key")
-        rk = _load(ser.load_relin_key, ctx, rkey, "relinearization key")
-        gk = _load(ser.load_galois_keys, ctx, gkey, "Galois keys")
-        want, got = self.info.galois_elements, set(gk.keys)
-        if got != want:
-            raise ProtocolError(f"Galois keys: the model needs exactly {len(want)} keys; "
-                                f"{len(want - got)} missing, {len(got - want)} not needed", 422)
-        with ENGINE_LOCK:
-            ev = ckks.Evaluator(ctx, relin_key=rk, galois_keys=gk)
-            be = HEBackend(ev, max_cache_bytes=0)
-        be.cache = self._encoding.cache  # diagonals do not depend on keys: one shared cache
-        key_id = hashlib.sha256(bytes(pkey)).digest()[:FINGERPRINT_BYTES]
+        pk = _load(ser.load_public_key, self.ctx, pkey, "public key")
+        rk = _load(ser.load_relin_key, self.ctx, rkey, "relinearization key")
         import secrets
-        return Session(sid or secrets.token_hex(16), key_id, ev, be, pk, len(bundle))
+        key_id = hashlib.sha256(bytes(pkey)).digest()[:FINGERPRINT_BYTES]
+        session = Session(sid or secrets.token_hex(16), key_id, pk, rk, self.info.galois_elements,
+                          len(bundle))
+        if len(secs) == 5:
+            self._take_galois(session, secs[4][1])
+        return session
+
+    def add_keys(self, session: Session, part) -> int:
+        """Add a key part's Galois keys to ``session``; returns how many are still missing."""
+        _refuse_secret(part)
+        if not isinstance(session, Session) or session.closed:
+            raise ProtocolError("session is closed or invalid", 404)
+        secs = unpack_message(part, MsgKind.KEY_PART, max_bytes=self.limits["key_part"])
+        _expect_tags(secs, ["FPRT", "KEYI", "GKEY"], "key part")
+        if _fixed(secs[0][1], FINGERPRINT_BYTES, "key part fingerprint") != self.fingerprint:
+            raise ProtocolError("key part: made for another model (model fingerprint mismatch)", 409)
+        if _fixed(secs[1][1], FINGERPRINT_BYTES, "key part key id") != session.key_id:
+            raise ProtocolError("key part: made from other keys than this session's (key id "
+                                "mismatch)", 409)
+        self._take_galois(session, secs[2][1])
+        session.nbytes += len(part)
+        return len(session.missing)
+
+    def _take_galois(self, session: Session, data) -> None:
+        from hemet.he import HEBackend
+        gk = _load(ser.load_galois_keys, self.ctx, data, "Galois keys")
+        got = set(gk.keys)
+        if len(got) > GALOIS_CHUNK:
+            raise ProtocolError(f"Galois keys: {len(got)} keys in one section, at most {GALOIS_CHUNK}")
+        extra = got - self.info.galois_elements
+        if extra:
+            raise ProtocolError(f"Galois keys: {len(extra)} keys the model does not need "
+                                f"(elements {sorted(extra)[:4]}...)", 422)
+        again = got - session.missing
+        if again:
+            raise ProtocolError(f"Galois keys: {len(again)} keys this session already holds", 422)
+        session.galois.update(gk.keys)
+        session.missing -= got
+        if not session.missing:
+            keys = ckks.GaloisKeys(session.galois, self.ctx.fingerprint)
+            with ENGINE_LOCK:
+                ev = ckks.Evaluator(self.ctx, relin_key=session.relin_key, galois_keys=keys)
+                be = HEBackend(ev, max_cache_bytes=0)
+            be.cache = self._encoding.cache  # diagonals do not depend on keys: one shared cache
+            session.galois = {}
+            session.evaluator, session.backend = ev, be
 
     def parse_request(self, session: Session, request) -> list:
         """Validate a request for ``session``: the input ciphertexts (fresh, top level)."""
@@ -602,8 +673,12 @@ class Server(_NoSecrets):
         """Validate a request, run the program on it, and return the response bytes (outputs
         dropped to level 0: smaller, and nothing of the remaining modulus is revealed).
         ``report``: a list receiving the program's per-step rows (see :func:`run_steps`)."""
-        if not isinstance(session, Session) or session.backend is None:
+        if not isinstance(session, Session) or session.closed:
             raise ProtocolError("session is closed or invalid", 404)
+        if not session.ready:
+            raise ProtocolError(f"session incomplete: {len(session.missing)} of the model's "
+                                f"{len(self.info.galois_elements)} Galois keys missing (send key "
+                                "parts first)", 409)
         cts = self.parse_request(session, request)
         with ENGINE_LOCK:
             out = run_steps(self.program, session.backend, cts, report)

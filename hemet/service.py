@@ -5,6 +5,7 @@ Endpoints (bodies are :mod:`hemet.roles` messages, errors are JSON ``{"error": .
     GET    /health              {"status": "ok", "model", "fingerprint", "sessions", ...}
     GET    /model               model info (parameters, layouts, rotation steps, fingerprint)
     POST   /sessions            body: key bundle     -> 201 {"session": ID, "ttl": seconds}
+    POST   /sessions/ID/keys    body: key part       -> 200 {"missing": Galois keys still missing}
     POST   /sessions/ID/infer   body: request        -> 200 response (encrypted logits)
     DELETE /sessions/ID                              -> 204 (keys dropped)
 
@@ -35,7 +36,7 @@ from .roles import ProtocolError, Server, Session
 __all__ = ["SessionStore", "InferenceService", "make_http_server", "serve", "HTTPClient",
            "ServiceError"]
 
-_SESSION_PATH = re.compile(r"^/sessions/([0-9a-f]{32})(/infer)?$")
+_SESSION_PATH = re.compile(r"^/sessions/([0-9a-f]{32})(/infer|/keys)?$")
 
 
 class StoreFull(Exception):
@@ -110,6 +111,8 @@ class InferenceService:
             return self.server.limits["key_bundle"]
         if method == "POST" and _SESSION_PATH.match(path) and path.endswith("/infer"):
             return self.server.limits["request"]
+        if method == "POST" and _SESSION_PATH.match(path) and path.endswith("/keys"):
+            return self.server.limits["key_part"]
         return 0
 
     def _count(self, key):
@@ -152,27 +155,44 @@ class InferenceService:
         m = _SESSION_PATH.match(path)
         if not m:
             raise ProtocolError(f"no such endpoint {path!r}", 404)
-        sid, infer = m.group(1), m.group(2)
-        if not infer:
+        sid, action = m.group(1), m.group(2)
+        if not action:
             if method != "DELETE":
                 raise ProtocolError(f"{method} not allowed on a session (DELETE ends it)", 405)
             if not self.store.drop(sid):
                 raise ProtocolError("unknown or expired session", 404)
             return 204, "application/json", b""
         if method != "POST":
-            raise ProtocolError(f"{method} not allowed on /sessions/ID/infer", 405)
+            raise ProtocolError(f"{method} not allowed on /sessions/ID{action}", 405)
         try:
             session = self.store.get(sid)
         except KeyError:
             raise ProtocolError("unknown or expired session: open a new one with POST /sessions",
                                 404) from None
+        if action == "/keys":
+            with session_lock(session):
+                missing = self.server.add_keys(session, body)
+            return _json(200, {"missing": missing})
         self.server.parse_request(session, body)      # validate before queueing
         with self.eval_lock:
-            if session.backend is None:
+            if session.closed:
                 raise ProtocolError("the session expired while the request waited", 404)
             out = self.server.evaluate(session, body)
         self._count("inferences")
         return 200, "application/octet-stream", out
+
+
+_SESSION_LOCKS_GUARD = threading.Lock()
+
+
+def session_lock(session) -> threading.Lock:
+    """A lock per session: key parts of one session are added one at a time."""
+    with _SESSION_LOCKS_GUARD:
+        lock = session.__dict__.get("_lock")
+        if lock is None:
+            lock = threading.Lock()
+            object.__setattr__(session, "_lock", lock)
+        return lock
 
 
 def _json(status: int, obj) -> tuple:
@@ -318,8 +338,15 @@ class HTTPClient:
     def model_info(self) -> bytes:
         return self._call("GET", "/model")[1]
 
-    def open_session(self, bundle: bytes) -> str:
-        return json.loads(self._call("POST", "/sessions", bundle)[1])["session"]
+    def open_session(self, bundle: bytes, parts=()) -> str:
+        """POST the key bundle, then every key part; returns the session id."""
+        sid = json.loads(self._call("POST", "/sessions", bundle)[1])["session"]
+        for part in parts:
+            self.add_keys(sid, part)
+        return sid
+
+    def add_keys(self, session: str, part: bytes) -> int:
+        return json.loads(self._call("POST", f"/sessions/{session}/keys", part)[1])["missing"]
 
     def infer(self, session: str, request: bytes) -> bytes:
         return self._call("POST", f"/sessions/{session}/infer", request)[1]

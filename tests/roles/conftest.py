@@ -75,6 +75,23 @@ def bundle(client):
 
 
 @pytest.fixture(scope="session")
+def parts(client):
+    return list(client.key_parts())
+
+
+@pytest.fixture(scope="session")
+def open_session(server, bundle, parts):
+    """A ready session: the key bundle, then every key part."""
+    def make():
+        s = server.open_session(bundle)
+        for p in parts:
+            server.add_keys(s, p)
+        assert s.ready
+        return s
+    return make
+
+
+@pytest.fixture(scope="session")
 def model_file(tmp_path_factory, model):
     base = tmp_path_factory.mktemp("models") / "tiny"
     save(base, model.graph, model.weights)

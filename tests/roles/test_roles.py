@@ -9,7 +9,7 @@ import pytest
 import ckks
 from ckks import serialization as ser
 from hemet.reference import forward
-from hemet.roles import (Client, ModelInfo, MsgKind, ProtocolError, Server, Session, pack_message,
+from hemet.roles import (GALOIS_CHUNK, Client, ModelInfo, MsgKind, ProtocolError, Server, Session, pack_message,
                          unpack_message)
 from hemet.service import SessionStore, StoreFull
 
@@ -18,8 +18,8 @@ from .conftest import insecure_params, tiny_model
 pytestmark = pytest.mark.filterwarnings("ignore::ckks.SecurityWarning")
 
 
-def test_round_trip_matches_reference(server, client, bundle, model, image):
-    session = server.open_session(bundle)
+def test_round_trip_matches_reference(server, client, bundle, model, image, open_session):
+    session = open_session()
     report = []
     resp = server.evaluate(session, client.encrypt(image), report=report)
     logits = client.decrypt(resp)
@@ -34,17 +34,48 @@ def test_round_trip_matches_reference(server, client, bundle, model, image):
     assert np.argmax(got) == np.argmax(want)
 
 
-def test_bundle_holds_exactly_the_model_keys(server, client, bundle):
-    secs = dict(unpack_message(bundle, MsgKind.KEY_BUNDLE))
-    assert list(secs) == ["PARM", "FPRT", "PKEY", "RKEY", "GKEY"]
-    gk = ser.load_galois_keys(server.ctx, secs["GKEY"])
-    assert set(gk.keys) == server.info.galois_elements
-    assert len(gk.keys) == len(server.program.rotation_steps)
-    assert len(bundle) == server.limits["key_bundle"]          # the limits are exact sizes
+def test_keys_are_exactly_the_model_keys(server, client, bundle, parts, open_session):
+    assert [t for t, _ in unpack_message(bundle, MsgKind.KEY_BUNDLE)] == ["PARM", "FPRT", "PKEY", "RKEY"]
+    n = len(server.program.rotation_steps)
+    assert n > GALOIS_CHUNK and len(parts) == -(-n // GALOIS_CHUNK)
+    elements = set()
+    for p in parts:
+        secs = dict(unpack_message(p, MsgKind.KEY_PART))
+        assert list(secs) == ["FPRT", "KEYI", "GKEY"]
+        assert ser.peek_kind(secs["GKEY"]) == ser.Kind.GALOIS_KEYS
+        elements |= set(ser.load_galois_keys(server.ctx, secs["GKEY"]).keys)
+        assert len(p) <= server.limits["key_part"]
+    assert elements == server.info.galois_elements
+    assert len(parts[0]) == server.limits["key_part"]          # the limits are exact sizes
+    assert len(bundle) <= server.limits["key_bundle"]
     assert len(client.encrypt(np.zeros((3, 8, 8)))) == server.limits["request"]
-    for _, data in unpack_message(bundle, MsgKind.KEY_BUNDLE):
-        assert ser.Kind.SECRET_KEY != (ser.peek_kind(data) if len(data) > 16 and
-                                       bytes(data[:8]) == ser.MAGIC else None)
+    # incomplete sessions do not evaluate; duplicate parts are refused
+    s = server.open_session(bundle)
+    server.add_keys(s, parts[0])
+    with pytest.raises(ProtocolError, match="incomplete") as e:
+        server.evaluate(s, client.encrypt(np.zeros((3, 8, 8))))
+    assert e.value.status == 409
+    with pytest.raises(ProtocolError, match="already holds") as e:
+        server.add_keys(s, parts[0])
+    assert e.value.status == 422
+    for p in parts[1:]:
+        server.add_keys(s, p)
+    assert s.ready and not s.missing
+
+
+def test_small_key_sets_travel_in_the_bundle(params):
+    from hemet import layers as L
+    from hemet.graph import INPUT, Graph
+    from hemet.modelfile import Model
+    g = Graph("one-dense", [L.Node("gap", L.GlobalAvgPool(), (INPUT,)), L.Node("fc", L.Linear(3, 2), ("gap",))],
+              2, input_shape=(3, 2, 2))
+    srv = Server(Model(g, {"fc.weight": np.eye(2, 3), "fc.bias": np.zeros(2)}), params)
+    c = Client(srv.public_info())
+    assert 0 < len(srv.info.rotation_steps) <= GALOIS_CHUNK and not list(c.key_parts())
+    s = srv.open_session(c.key_bundle())
+    assert s.ready
+    x = np.random.default_rng(0).uniform(0, 1, (3, 2, 2))
+    np.testing.assert_allclose(c.decrypt(srv.evaluate(s, c.encrypt(x))), x.mean(axis=(1, 2))[:2], atol=1e-4)
 
 
 def test_public_info_has_no_weights(server, model):
@@ -68,8 +99,8 @@ def _reachable(root, limit=200_000):
     return out
 
 
-def test_server_never_holds_a_secret_key(server, client, bundle, model, params):
-    session = server.open_session(bundle)
+def test_server_never_holds_a_secret_key(server, client, bundle, model, params, open_session):
+    session = open_session()
     server.evaluate(session, client.encrypt(np.zeros((3, 8, 8))))
     for root in (server, session):
         assert not any(isinstance(o, ckks.SecretKey) for o in _reachable(root))
@@ -96,12 +127,16 @@ def _replace(data, kind, tag, new):
     return pack_message(kind, [(t, new if t == tag else d) for t, d in _sections(data, kind)])
 
 
-def test_secret_key_bytes_are_refused(server, client, bundle):
+def test_secret_key_bytes_are_refused(server, client, bundle, parts):
     sk_bytes = ser.dump_secret_key(client.secret_key)
-    for tag in ("PKEY", "RKEY", "GKEY"):
+    for tag in ("PKEY", "RKEY"):
         with pytest.raises(ProtocolError, match="SECRET") as e:
             server.open_session(_replace(bundle, MsgKind.KEY_BUNDLE, tag, sk_bytes))
         assert e.value.status == 400
+    s = server.open_session(bundle)
+    with pytest.raises(ProtocolError, match="SECRET") as e:
+        server.add_keys(s, _replace(parts[0], MsgKind.KEY_PART, "GKEY", sk_bytes))
+    assert e.value.status == 400
 
 
 @pytest.mark.parametrize("mutate, status, match", [
@@ -140,7 +175,7 @@ def test_container_validation():
         unpack_message("text", MsgKind.REQUEST)
 
 
-def test_mismatched_keys(server, client, bundle, model, params):
+def test_mismatched_keys(server, client, bundle, parts, model, params, open_session):
     # keys for another model (other weights: other fingerprint), same parameters
     other = Server(tiny_model(seed=9), params)
     other_client = Client(other.public_info())
@@ -157,28 +192,35 @@ def test_mismatched_keys(server, client, bundle, model, params):
     with pytest.raises(ProtocolError, match="parameters") as e:
         server.open_session(c36.key_bundle())
     assert e.value.status == 409
-    # a bigger ring: refused on size alone
+    # a bigger ring: other parameters, and key parts refused on size alone
     c11 = Client(Server(model, insecure_params(model.graph.depth(), log_n=11)).public_info())
-    with pytest.raises(ProtocolError, match="limit") as e:
+    with pytest.raises(ProtocolError, match="parameters") as e:
         server.open_session(c11.key_bundle())
+    assert e.value.status == 409
+    with pytest.raises(ProtocolError, match="limit") as e:
+        server.add_keys(server.open_session(bundle), next(iter(c11.key_parts())))
     assert e.value.status == 413
-    # a Galois key missing (a valid ckks object, but not what the model needs)
-    secs = dict(_sections(bundle, MsgKind.KEY_BUNDLE))
-    gk = ser.load_galois_keys(server.ctx, secs["GKEY"])
-    fewer = ckks.GaloisKeys(dict(list(gk.keys.items())[1:]), gk.context_id)
-    with pytest.raises(ProtocolError, match="1 missing") as e:
-        server.open_session(_replace(bundle, MsgKind.KEY_BUNDLE, "GKEY", ser.dump_galois_keys(fewer)))
+    # a Galois key the model does not need (a valid ckks object)
+    s = server.open_session(bundle)
+    wrong = client._keygen.galois_keys([3 + max(server.info.rotation_steps)])
+    with pytest.raises(ProtocolError, match="does not need") as e:
+        server.add_keys(s, _replace(parts[0], MsgKind.KEY_PART, "GKEY", ser.dump_galois_keys(wrong)))
     assert e.value.status == 422
+    # key parts made from another client's keys
+    stranger_part = next(iter(Client(server.public_info()).key_parts()))
+    with pytest.raises(ProtocolError, match="key id") as e:
+        server.add_keys(s, stranger_part)
+    assert e.value.status == 409
     # a request encrypted under another client's keys, sent on this client's session
-    session = server.open_session(bundle)
+    session = open_session()
     stranger = Client(server.public_info())
     with pytest.raises(ProtocolError, match="other keys") as e:
         server.evaluate(session, stranger.encrypt(np.zeros((3, 8, 8))))
     assert e.value.status == 409
 
 
-def test_bad_requests(server, client, bundle):
-    session = server.open_session(bundle)
+def test_bad_requests(server, client, bundle, open_session):
+    session = open_session()
     req = client.encrypt(np.zeros((3, 8, 8)))
     secs = _sections(req, MsgKind.REQUEST)
     with pytest.raises(ProtocolError, match="ciphertexts") as e:
@@ -208,6 +250,8 @@ def test_bad_requests(server, client, bundle):
     session.close()
     with pytest.raises(ProtocolError, match="closed"):
         server.evaluate(session, req)
+    with pytest.raises(ProtocolError, match="closed"):
+        server.add_keys(session, b"")
 
 
 def test_model_info_validation(server):
@@ -234,14 +278,14 @@ def test_server_refuses_rotate_pool(model, params):
         Server(model, params, global_pool="rotate")
 
 
-def test_session_store_expiry_and_capacity(server, bundle):
+def test_session_store_expiry_and_capacity(server, bundle, open_session):
     now = [0.0]
     store = SessionStore(max_sessions=2, ttl=10, clock=lambda: now[0])
-    a, b = server.open_session(bundle), server.open_session(bundle)
+    a, b = open_session(), open_session()
     store.add(a)
     store.add(b)
     with pytest.raises(StoreFull):
-        store.add(server.open_session(bundle))
+        store.add(open_session())
     now[0] = 5
     assert store.get(a.id) is a          # a used at t=5, b last at t=0
     now[0] = 12

@@ -105,7 +105,7 @@ def test_concurrent_clients_and_bad_requests(service, model):
     def run_client(k):
         try:
             client = Client(info)
-            sid = http.open_session(client.key_bundle())
+            sid = http.open_session(client.key_bundle(), client.key_parts())
             out = []
             for j, x in enumerate(images):
                 out.append(client.decrypt(http.infer(sid, client.encrypt(x))))
@@ -135,7 +135,9 @@ def test_concurrent_clients_and_bad_requests(service, model):
     # ---- bad requests: each answered with a 4xx JSON error; the server keeps serving
     client = Client(info)
     bundle = client.key_bundle()
-    sid = http.open_session(bundle)
+    parts = list(client.key_parts())
+    sid = http.open_session(bundle, parts)
+    incomplete = http.open_session(bundle, parts[:-1])
     req = client.encrypt(images[0])
     limit = health["limits"]["request"]
     other = Client(Server(tiny_model(seed=9), client.info.params).public_info())
@@ -147,6 +149,10 @@ def test_concurrent_clients_and_bad_requests(service, model):
         "unknown path": ("GET", "/nothing", None, 404),
         "wrong method": ("GET", "/sessions", None, 405),
         "other model's keys": ("POST", "/sessions", other.key_bundle(), 409),
+        "another client's key part": ("POST", f"/sessions/{incomplete}/keys",
+                                      next(iter(stranger.key_parts())), 409),
+        "Galois keys missing": ("POST", f"/sessions/{incomplete}/infer", req, 409),
+        "duplicate key part": ("POST", f"/sessions/{incomplete}/keys", parts[0], 422),
         "another client's ciphertext": ("POST", f"/sessions/{sid}/infer", stranger.encrypt(images[0]), 409),
         "no ciphertexts": ("POST", f"/sessions/{sid}/infer",
                            pack_message(MsgKind.REQUEST, [(t, bytes(d)) for t, d in
@@ -204,8 +210,8 @@ def test_sessions_expire_and_store_is_bounded(server, model):
         url = "http://127.0.0.1:%d" % httpd.server_address[1]
         http = HTTPClient(url)
         client = Client(http.model_info())
-        bundle = client.key_bundle()
-        a = http.open_session(bundle)
+        bundle, parts = client.key_bundle(), list(client.key_parts())
+        a = http.open_session(bundle, parts)
         http.open_session(bundle)
         with pytest.raises(ServiceError) as e:
             http.open_session(bundle)
@@ -219,7 +225,7 @@ def test_sessions_expire_and_store_is_bounded(server, model):
         assert e.value.status == 404 and "expired" in str(e.value)
         assert session.evaluator is None and session.backend is None     # keys dropped
         assert http.health()["sessions"] == 0
-        b = http.open_session(bundle)                                      # room again
+        b = http.open_session(bundle, parts)                               # room again
         assert client.decrypt(http.infer(b, req)).shape == (4,)
     finally:
         httpd.shutdown()
