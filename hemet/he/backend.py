@@ -101,6 +101,7 @@ class HEBackend:
         self.encode_seconds = 0.0
         self.pinning = False  # set by Program.prepare: encodes made meanwhile are pinned
         self.compact = compact
+        self.pin_pending = 0  # plaintexts prepare will still pin after this one
         # steps without a Galois key -> kept steps summing to them (Program.key_plan)
         self.paths = {int(k) % self.slots: [int(x) for x in v] for k, v in (rotation_paths or {}).items()}
 
@@ -182,8 +183,11 @@ class HEBackend:
         enc = self.ctx.encoder
         t0 = time.perf_counter()
         try:
+            if self.pinning:
+                self.pin_pending = max(0, self.pin_pending - 1)
             if (self.pinning and self._compact_at(level)
-                    and 1.0 <= scale < 2.0 ** (self.ctx.log_q(level) - 1)):  # else encode raises
+                    and 1.0 <= scale < 2.0 ** (self.ctx.log_q(level) - 1)  # else encode raises
+                    and not self._ntt_fits(level)):
                 coeffs = np.round(enc.embed_inverse(make()) * scale)
                 if np.max(np.abs(coeffs)) < 2.0 ** 62:
                     return _Coeffs(coeffs.astype(np.int64))
@@ -191,6 +195,13 @@ class HEBackend:
             return enc.encode(make(), level=level, scale=scale)
         finally:
             self.encode_seconds += time.perf_counter() - t0
+
+    def _ntt_fits(self, level: int) -> bool:
+        """Pin this one in NTT form: the budget still holds it plus the ``pin_pending``
+        plaintexts ``prepare`` has announced, compact (so deep levels go in NTT form first)."""
+        mb = self.cache.max_bytes
+        limb = self.ctx.n * 8
+        return mb is None or self.cache.bytes + (level + 1) * limb + self.pin_pending * limb <= mb
 
     def _compact_at(self, level: int) -> bool:
         return self.compact and level >= 1
@@ -206,7 +217,7 @@ class HEBackend:
     def cache_room(self, level: int) -> bool:
         """Whether one more pinned plaintext at ``level`` fits the cache budget."""
         mb = self.cache.max_bytes
-        size = self.ctx.n * 8 * (1 if self._compact_at(level) else level + 1)
+        size = self.ctx.n * 8 * (1 if self._compact_at(level) and not self._ntt_fits(level) else level + 1)
         return mb is None or self.cache.bytes + size <= mb
 
     def multiply_plain(self, ct, pt):

@@ -182,6 +182,8 @@ class LinearStage:
                     blocks[j] = blk
                     block_keys.append((blk.out_ct, blk.d))
             self._blocks.append(blocks)
+        # the diagonals hold everything the stage needs: drop the (large) COO maps
+        self.inputs = [StageInput(inp.layout, None) for inp in self.inputs]
         if baby_steps is None:
             baby_steps, _ = best_baby_steps(block_keys, out_layout.n_ciphertexts, slots)
         if baby_steps < 1 or baby_steps & (baby_steps - 1) or baby_steps > slots:

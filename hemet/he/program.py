@@ -322,7 +322,9 @@ class Program:
 
     def prepare(self, backend, input_level: int = None, out_scale: float = None) -> dict:
         """Pre-encode the stages' diagonals at the level and scale where the run uses them,
-        into the backend's cache, pinned (never evicted), while they fit its byte budget.
+        into the backend's cache, pinned (never evicted), while they fit its byte budget:
+        in NTT form while the budget also holds every plaintext still to come in compact
+        form (``HEBackend(compact=True)``: int64 coefficients, N * 8 bytes), compact after.
 
         Deepest stages first: a plaintext at level l costs (l+1) limbs, so a budget holds the
         most plaintexts (encodings saved) when the low-level ones go in first.  Returns
@@ -335,6 +337,9 @@ class Program:
         pinning = getattr(backend, "pinning", None)
         if pinning is not None:
             backend.pinning = True
+            backend.pin_pending = sum(len(s.coeffs) if s.kind == "prescaled" else
+                                      s.stage.n_diagonals if s.kind == "linear" else 0
+                                      for s in self.steps)
         try:
             for idx in order:
                 s = self.steps[idx]

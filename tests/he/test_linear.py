@@ -322,6 +322,7 @@ def test_compact_pinned_plaintexts_equal_encodes(rng, hekit):
     be = hekit.backend([])
     enc = hekit.ctx.encoder
     be.pinning = True
+    be.pin_pending = 10 ** 6  # as if many more were announced: no room for NTT form
     for level in (0, 1, 3, 7):
         v = rng.normal(size=hekit.slots) * 3
         scale = be.prime(max(level, 1)) * 1.5
@@ -333,3 +334,17 @@ def test_compact_pinned_plaintexts_equal_encodes(rng, hekit):
     be.pinning = False
     n = hekit.ctx.n
     assert be.cache.bytes == n * 8 * 3 + n * 8 * 1  # three compact entries + one level-0 plaintext
+
+
+def test_pinning_prefers_ntt_form_while_the_budget_holds_the_rest(rng, hekit):
+    be = hekit.backend([], max_cache_bytes=None)
+    be.pinning = True
+    be.pin_pending = 0
+    limb = hekit.ctx.n * 8
+    be.encode_cached(("a",), lambda: rng.normal(size=8), 3, be.prime(3))
+    assert be.cache.bytes == 4 * limb  # unbounded: NTT form
+    be = hekit.backend([], max_cache_bytes=10 * limb)
+    be.pinning, be.pin_pending = True, 5
+    be.encode_cached(("a",), lambda: rng.normal(size=8), 3, be.prime(3))  # 4 + 4 pending <= 10
+    be.encode_cached(("b",), lambda: rng.normal(size=8), 3, be.prime(3))  # 4 + 4 + 3 > 10: compact
+    assert be.cache.bytes == 5 * limb
