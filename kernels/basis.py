@@ -411,6 +411,15 @@ def ip_moddown_add_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c
         _fx.ip_row_mont(ext, key, r, g, q[g], qneg[g], d0, d1)
         _fx.conv_row(y, 0, alpha, cm[r], q[g], qneg[g], t)
         _fwd_limb_ifma(t, w[g], ws[g], q[g])
+        if blocked:
+            # last step and permutation in one pass
+            _fx.sub_mul_add_perm_row(d0, t, p_inv[r], p_inv_c[r], addend[0, r] if n_add > 0 else t,
+                                     n_add > 0, q[g], perm, out[0, r])
+            _fx.conv_row(y, alpha, 2 * alpha, cm[r], q[g], qneg[g], t)
+            _fwd_limb_ifma(t, w[g], ws[g], q[g])
+            _fx.sub_mul_add_perm_row(d1, t, p_inv[r], p_inv_c[r], addend[1, r] if n_add > 1 else t,
+                                     n_add > 1, q[g], perm, out[1, r])
+            continue
         if n_add > 0:
             _fx.sub_mul_add_row(d0, t, p_inv[r], p_inv_c[r], addend[0, r], q[g], d0)
         else:
@@ -422,8 +431,8 @@ def ip_moddown_add_finish_ifma(ext, key, y, cm, qp_rows, q, qneg, p_inv, p_inv_c
         else:
             _fx.sub_mul_row(d1, t, p_inv[r], p_inv_c[r], q[g], d1)
         if permute:
-            _fx.permute_row(a0, perm, blocked, out[0, r])
-            _fx.permute_row(a1, perm, blocked, out[1, r])
+            _fx.permute_row(a0, perm, False, out[0, r])
+            _fx.permute_row(a1, perm, False, out[1, r])
 
 
 @njit(cache=True, parallel=True)

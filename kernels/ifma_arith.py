@@ -342,3 +342,25 @@ def sub_mul_add_row(a, b, cs, css, d, qs, out):
         t = vmulred(vsub(vadd(vload(a, jj), q), vload(b, jj)), c, cc, negq, mask, zero)
         t = vadd(vmin(t, vsub(t, q)), vload(d, jj))
         vstore(out, jj, vmin(t, vsub(t, q)))
+
+
+@njit(cache=True, inline="always")
+def sub_mul_add_perm_row(a, b, cs, css, d, add, qs, perm, out):
+    """out[j] = v[perm[j]] with v = (a - b) * c (+ d if ``add``) mod q, for a blocked perm
+    (see ``blocked_permutation``): each source block is computed once, lanes permuted."""
+    n = np.uint64(out.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    negq = vbcast(np.uint64(1 << 52) - qs)
+    mask = vbcast(MASK52)
+    c = vbcast(cs)
+    cc = vbcast(css)
+    seven = vbcast(np.uint64(7))
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        src = perm[jj] & ~np.uint64(7)
+        t = vmulred(vsub(vadd(vload(a, src), q), vload(b, src)), c, cc, negq, mask, zero)
+        t = vmin(t, vsub(t, q))
+        if add:
+            t = vadd(t, vload(d, src))
+            t = vmin(t, vsub(t, q))
+        vstore(out, jj, vpermvar(t, vand(vload(perm, jj), seven)))

@@ -276,3 +276,22 @@ def test_permute_row_blocked_and_gather(n):
     out = np.empty_like(a)
     run(a, perm.view(np.uint64), False, out)
     assert np.array_equal(out, a[perm])
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(seed=seeds, n_add=st.integers(0, 2))
+def test_switch_ext_add_any_permutation(tiny, path, seed, n_add):
+    """A permutation that is not block-structured (gather path) works too."""
+    ctx, key = tiny
+    ks = KeySwitcher(ctx, ifma=(path == "ifma"))
+    rng = np.random.default_rng(seed)
+    level = 3
+    qs = [int(q) for q in ctx.q_all[:level + 1]]
+    ext = ks.decompose(edge(rng, qs, ctx.n), level)
+    addend = np.stack([edge(rng, qs, ctx.n) for _ in range(n_add)]) if n_add else None
+    perm = rng.permutation(ctx.n).astype(np.int64)
+    expect = ks.switch_ext(ext, key, level)
+    qcol = np.array(qs, dtype=np.uint64)[:, None]
+    for c in range(n_add):
+        expect[c] = (expect[c] + addend[c]) % qcol
+    assert np.array_equal(ks.switch_ext_add(ext, key, level, addend, perm), expect[:, :, perm])
