@@ -56,24 +56,32 @@ def _flat_index(layout: Layout):
     return ct.astype(np.int64), slot.astype(np.int64)
 
 
-def best_baby_steps(block_keys, n_out: int, slots: int) -> tuple[int, int]:
-    """(B, rotations) for the power-of-two B minimizing the total rotation count.
+# A hoisted baby-step rotation skips the digit decomposition (ModUp) that a giant-step
+# rotation pays (measured at N = 2^15, L = 9: ~11 ms vs ~17 ms), but weighting them so
+# (0.65) saved ~1% of the rotation time on hemet-fire1-4 for 35 more Galois keys (+630 MiB):
+# the default counts both alike.
+BABY_COST = 1.0
+
+
+def best_baby_steps(block_keys, n_out: int, slots: int, baby_cost: float = BABY_COST) -> tuple[int, int]:
+    """(B, rotations) for the power-of-two B minimizing the rotation cost: hoisted baby steps
+    weigh ``baby_cost`` of a giant step (1: minimize the rotation count).
 
     ``block_keys``: list over input ciphertexts of (out_ct array, d array) for its diagonals."""
     best = None
     for e in range(int(math.log2(slots)) + 1):
         B = 1 << e
-        cost = 0
+        n_baby = 0
         giants = set()
         for out_ct, d in block_keys:
             babies = np.unique(_small_int(d % B, B))
-            cost += int(np.count_nonzero(babies))
+            n_baby += int(np.count_nonzero(babies))
             g = d - d % B
             giants.update(zip(out_ct[g != 0].tolist(), g[g != 0].tolist()))
-        cost += len(giants)
-        if best is None or cost < best[1]:
-            best = (B, cost)
-    return best
+        cost = baby_cost * n_baby + len(giants)
+        if best is None or cost < best[2] - 1e-9:
+            best = (B, n_baby + len(giants), cost)
+    return best[:2]
 
 
 def _small_int(a, bound):
