@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--layout", choices=["multiplexed", "packed", "per_channel"], default="multiplexed")
+    p.add_argument("--layout", choices=["multiplexed", "packed", "per_channel", "per_channel_strided"], default="multiplexed")
     p.add_argument("--global-pool", choices=["rotate", "matrix"], default="rotate")
     p.add_argument("--activation", choices=["prescaled", "merged"], default="prescaled")
     p.add_argument("--cache-gb", type=float, default=4.0,

@@ -21,7 +21,9 @@ depth, ``Program.rotation_steps`` the Galois keys to generate.
 Layout policy (``layout=``): ``"multiplexed"`` (default) keeps the input's base plane and
 doubles the gap after every stride-2 conv / 2x2 pool (channels interleaved into the gaps);
 ``"packed"`` repacks every stage output contiguously (gap 1); ``"per_channel"`` puts every
-channel in its own ciphertext.  Any layout change is free in kind: a stage maps any input
+channel in its own ciphertext, repacked at gap 1; ``"per_channel_strided"`` too, but keeps
+the values in place after a downsampling (gaps, no interleaving: the usual
+one-channel-per-ciphertext baseline, without the repacking diagonals).  Any layout change is free in kind: a stage maps any input
 layout to any output layout; only the diagonal count changes.
 
 Not yet: residual ``add`` nodes (hemet.layers has no add op; :func:`expr_add` is ready for one),
@@ -100,21 +102,26 @@ def choose_layout(policy: str, shape, src: Layout, slots: int) -> Layout:
     """Output layout of a stage reading ``src`` (see module doc)."""
     c, h, w = S.as_map_shape(shape)
     if h == 1 and w == 1:
-        return Layout.vector(c, slots) if policy != "per_channel" else Layout.per_channel(c, 1, 1, slots)
+        return Layout.vector(c, slots) if not policy.startswith("per_channel") else \
+            Layout.per_channel(c, 1, 1, slots)
     if policy == "packed":
         return Layout.packed(c, h, w, slots)
     if policy == "per_channel":
         return Layout.per_channel(c, h, w, slots)
-    if policy != "multiplexed":
+    if policy not in ("multiplexed", "per_channel_strided"):
         raise ValueError(f"unknown layout policy {policy!r}")
+    per_channel = policy == "per_channel_strided"
     if src.height % h == 0 and src.width % w == 0 and src.height // h == src.width // w:
         r = src.height // h
         if r & (r - 1) == 0:
             try:
+                if per_channel:  # one channel per ciphertext, values kept in place (gaps)
+                    return Layout.per_channel(c, h, w, slots, gap=src.gap * r,
+                                              base_h=src.base_h, base_w=src.base_w)
                 return Layout(c, h, w, src.base_h, src.base_w, src.gap * r, slots)
             except LayoutError:
                 pass
-    return Layout.packed(c, h, w, slots)
+    return Layout.per_channel(c, h, w, slots) if per_channel else Layout.packed(c, h, w, slots)
 
 
 # ---------------------------------------------------------------- the program
@@ -492,7 +499,7 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     shapes = g.shapes
     c, h, w = g.input_shape
     if input_layout is None:
-        input_layout = (Layout.per_channel(c, h, w, slots) if layout == "per_channel"
+        input_layout = (Layout.per_channel(c, h, w, slots) if layout.startswith("per_channel")
                         else Layout.packed(c, h, w, slots))
     prog = Program(input_layout, slots)
     src_shapes = {0: input_layout.shape}

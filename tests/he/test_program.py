@@ -56,7 +56,7 @@ def tiny_dwsep_net():
 
 
 @pytest.mark.parametrize("activation", ["prescaled", "merged"])
-@pytest.mark.parametrize("policy", ["multiplexed", "packed", "per_channel"])
+@pytest.mark.parametrize("policy", ["multiplexed", "packed", "per_channel", "per_channel_strided"])
 @pytest.mark.parametrize("make", [tiny_fire_net, tiny_dwsep_net])
 def test_program_on_mirror_matches_reference(make, policy, activation):
     model = make()
@@ -202,6 +202,9 @@ def test_choose_layout_policies():
         Layout.packed(4, 2, 2, 1024)
     assert choose_layout("packed", (8, 4, 4), src, 1024) == Layout.packed(8, 4, 4, 1024)
     assert choose_layout("per_channel", (8, 4, 4), src, 1024).n_ciphertexts == 8
+    pcs = choose_layout("per_channel_strided", (8, 4, 4), Layout.per_channel(4, 8, 8, 1024), 1024)
+    assert pcs == Layout.per_channel(8, 4, 4, 1024, gap=2, base_h=8, base_w=8)
+    assert choose_layout("per_channel_strided", (10, 1, 1), src, 1024).n_ciphertexts == 10
     assert choose_layout("multiplexed", (10, 1, 1), src, 1024) == Layout.vector(10, 1024)
     with pytest.raises(ValueError):
         choose_layout("diagonal", (8, 4, 4), src, 1024)
