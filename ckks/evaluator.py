@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from kernels import modarith
-from kernels.automorphism import add_permute, galois_permutation, permute
+from kernels.automorphism import galois_permutation
 from kernels.rescale import rescale as _rescale_kernel
 from .ciphertext import Ciphertext, Plaintext
 from .errors import ContextMismatchError, KeyMissingError, LevelError, ScaleMismatchError
@@ -171,8 +171,10 @@ class Evaluator:
                 op(a.data[i], b.data[i], q, out[i])
             elif big is a:
                 out[i] = a.data[i]
+            elif subtract:
+                modarith.neg(b.data[i], q, out[i])
             else:
-                modarith.neg(b.data[i], q, out[i]) if subtract else out.__setitem__(i, b.data[i])
+                out[i] = b.data[i]
         return Ciphertext(out, a.level, a.scale, a.context_id)
 
     @_op("negate")
@@ -241,11 +243,9 @@ class Evaluator:
             raise ValueError(f"cannot relinearize a ciphertext of size {a.size}")
         if self.relin_key is None:
             raise KeyMissingError("no relinearization key: pass relin_key= to the Evaluator")
-        u = self._ks.switch(a.data[2], self.relin_key.data, a.level)
-        q = self._q(a.level)
-        out = np.empty((2,) + a.data.shape[1:], dtype=np.uint64)
-        modarith.add(a.data[0], u[0], q, out[0])
-        modarith.add(a.data[1], u[1], q, out[1])
+        # key switch of c_2 with (c_0, c_1) added in the same kernel
+        ext = self._ks.decompose(a.data[2], a.level)
+        out = self._ks.switch_ext_add(ext, self.relin_key.data, a.level, a.data[:2])
         return Ciphertext(out, a.level, a.scale, a.context_id)
 
     # -- levels --------------------------------------------------------------------------
@@ -283,11 +283,8 @@ class Evaluator:
         level = a.level
         if ext is None:
             ext = self._ks.decompose(a.data[1], level)
-        u = self._ks.mod_down(self._ks.inner_product(ext, key.data, level), level)
-        out = np.empty_like(u)
-        perm = self._perm(g)
-        add_permute(u[0], a.data[0], self._q(level), perm, out[0])
-        permute(u[1], perm, out[1])
+        # inner product, ModDown, + c_0 and the permutation in two fused parallel regions
+        out = self._ks.switch_ext_add(ext, key.data, level, a.data[:1], self._perm(g))
         return Ciphertext(out, level, a.scale, a.context_id)
 
     def _rotation_input(self, a):

@@ -39,18 +39,6 @@ def permute(a, perm, out):
             out[i, j] = a[i, perm[j]]
 
 
-@njit(cache=True, parallel=True)
-def add_permute(a, b, q, perm, out):
-    """out[i, j] = (a + b)[i, perm[j]] mod q[i]: rotation's last step, one pass."""
-    k, n = a.shape
-    for i in prange(k):
-        qi = q[i]
-        for j in range(n):
-            p = perm[j]
-            s = a[i, p] + b[i, p]
-            out[i, j] = min(s, s - qi)
-
-
 def automorphism_coeff(a: np.ndarray, g: int, q: np.ndarray) -> np.ndarray:
     """Coefficient-domain sigma_g for (k, N) residues: X^i -> X^(i*g mod 2N) with X^N = -1."""
     k, n = a.shape
