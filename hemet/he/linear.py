@@ -198,6 +198,7 @@ class LinearStage:
             raise ValueError(f"baby_steps must be a power of two in 1..{slots}")
         self.baby_steps = B = int(baby_steps)
         self.materialized = materialize
+        self.batch = 32  # plaintexts fetched together in evaluate (compact entries: one NTT call)
         self.bias_vectors = out_layout.pack(total_bias.reshape(out_layout.shape))
         self.has_bias = [bool(np.any(v)) for v in self.bias_vectors]
         # the plan: per (k, j): sorted baby steps; per out ct: sorted giant steps
@@ -296,16 +297,31 @@ class LinearStage:
         q = backend.prime(level)
         return out_scale, [out_scale * q / s for s in in_scales]
 
-    def _terms(self, backend, level, in_scales, out_scale):
-        """(k, j, out ct, giant, baby, plaintext) for every diagonal, grouped by (k, j)."""
+    def _terms(self, backend, level, in_scales, out_scale, batch: int = 0):
+        """(k, j, out ct, giant, baby, plaintext) for every diagonal, grouped by (k, j).
+
+        ``batch`` > 0 and a backend with ``encode_cached_many``: plaintexts are fetched
+        ``batch`` at a time (compact cache entries converted together)."""
         _, pt_scales = self._pt_scales(backend, level, in_scales, out_scale)
         B = self.baby_steps
+        many = getattr(backend, "encode_cached_many", None) if batch else None
         for k, blocks in enumerate(self._blocks):
             for j, blk in blocks.items():
-                for pos, (i, d) in enumerate(zip(blk.out_ct.tolist(), blk.d.tolist())):
-                    g, b = d - d % B, d % B
-                    pt = self._plain(backend, k, j, pos, g, level, pt_scales[k])
-                    yield k, j, i, g, b, pt
+                idx = list(zip(blk.out_ct.tolist(), blk.d.tolist()))
+                if many is None:
+                    for pos, (i, d) in enumerate(idx):
+                        g, b = d - d % B, d % B
+                        yield k, j, i, g, b, self._plain(backend, k, j, pos, g, level, pt_scales[k])
+                    continue
+                for p0 in range(0, len(idx), batch):
+                    chunk = range(p0, min(p0 + batch, len(idx)))
+                    items = [((self.uid, k, j, pos, level, pt_scales[k]),
+                              (lambda pos=pos, g=idx[pos][1] - idx[pos][1] % B:
+                               np.roll(blk.vector(pos), g))) for pos in chunk]
+                    pts = many(items, level, pt_scales[k])
+                    for pos, pt in zip(chunk, pts):
+                        i, d = idx[pos]
+                        yield k, j, i, d - d % B, d % B, pt
 
     def evaluate(self, backend, inputs, out_scale: float = None) -> list:
         """``inputs``: per stage input, its list of ciphertexts (or mirror vectors).
@@ -333,7 +349,7 @@ class LinearStage:
         # one input ciphertext's rotations are alive at a time (the terms come grouped by (k, j))
         acc = {}
         rotated, current = None, None
-        for k, j, i, g, b, pt in self._terms(backend, level, in_scales, out_scale):
+        for k, j, i, g, b, pt in self._terms(backend, level, in_scales, out_scale, batch=self.batch):
             if (k, j) != current:
                 current, rotated = (k, j), None
                 babies = self._babies[(k, j)]

@@ -348,3 +348,16 @@ def test_pinning_prefers_ntt_form_while_the_budget_holds_the_rest(rng, hekit):
     be.encode_cached(("a",), lambda: rng.normal(size=8), 3, be.prime(3))  # 4 + 4 pending <= 10
     be.encode_cached(("b",), lambda: rng.normal(size=8), 3, be.prime(3))  # 4 + 4 + 3 > 10: compact
     assert be.cache.bytes == 5 * limb
+
+
+def test_encode_cached_many_matches_single_encodes(rng, hekit):
+    be = hekit.backend([])
+    enc = hekit.ctx.encoder
+    vecs = [rng.normal(size=hekit.slots) for _ in range(5)]
+    be.pinning, be.pin_pending = True, 10 ** 6  # compact
+    be.encode_cached_many([(("v", i), (lambda v=v: v)) for i, v in enumerate(vecs[:3])], 4, be.prime(4))
+    be.pinning = False
+    got = be.encode_cached_many([(("v", i), (lambda v=v: v)) for i, v in enumerate(vecs)], 4, be.prime(4))
+    assert be.counts["encode_compact"] >= 3
+    for v, pt in zip(vecs, got):
+        assert np.array_equal(pt.data, enc.encode(v, level=4, scale=be.prime(4)).data)
