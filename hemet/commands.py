@@ -431,6 +431,8 @@ def _serve_setup(p):
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-sessions", type=int, default=8, help="key sets held in memory")
     p.add_argument("--ttl", type=float, default=600.0, help="seconds an idle session lives")
+    p.add_argument("--max-inflight", type=int, default=16,
+                   help="requests with bodies held in memory at once (more wait, then 503)")
     p.add_argument("--prepare", action="store_true", help="pre-encode the diagonals at start")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
     _add_params_args(p)
@@ -442,7 +444,12 @@ def _serve_run(args) -> int:
     model = load_model(args.model)
     params = make_params(model.graph.depth(), args)
     server = Server(model, params, prepare=args.prepare)
-    service = InferenceService(server, args.max_sessions, args.ttl)
+    service = InferenceService(server, args.max_sessions, args.ttl, args.max_inflight)
+
+    lim = server.limits
+    print(f"hemet serve: each session holds {lim['galois_keys']} Galois keys = "
+          f"{lim['galois_keys'] * lim['galois_key_bytes'] / 2 ** 20:.0f} MiB; at most "
+          f"{args.max_sessions} sessions", flush=True)
 
     def ready(addr):
         print(f"hemet serve: {model.name} ({params.describe()}"

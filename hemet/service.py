@@ -99,9 +99,13 @@ class SessionStore:
 class InferenceService:
     """Request handling independent of HTTP: ``handle(method, path, body) -> (status, type, body)``."""
 
-    def __init__(self, server: Server, max_sessions: int = 8, ttl: float = 600.0):
+    def __init__(self, server: Server, max_sessions: int = 8, ttl: float = 600.0,
+                 max_inflight: int = 16):
         self.server = server
         self.store = SessionStore(max_sessions, ttl)
+        # requests with bodies in memory at once (each at most a key part or a request):
+        # bounds the memory a crowd of clients can pin; beyond it, 503 after a short wait
+        self.inflight = threading.BoundedSemaphore(max_inflight)
         self.eval_lock = threading.Lock()   # one evaluation at a time, waiting threads queue
         self.stats = {"requests": 0, "inferences": 0, "errors": 0, "sessions_opened": 0}
         self._stats_lock = threading.Lock()
@@ -238,7 +242,6 @@ class _Handler(BaseHTTPRequestHandler):
         service: InferenceService = self.server.service
         path = self.path.split("?", 1)[0]
         limit = service.body_limit(self.command, path)
-        body = b""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             return self._send(*_json(411, {"error": "chunked bodies are not accepted; send "
@@ -246,20 +249,32 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None and self.command == "POST":
             return self._send(*_json(411, {"error": "Content-Length required"}))
-        if length is not None:
-            if not length.isdigit():
-                self.close_connection = True
-                return self._send(*_json(400, {"error": f"bad Content-Length {length!r}"}))
-            n = int(length)
-            if n > limit:
-                service._count("errors")
-                self._drain(n)
-                return self._send(*_json(413, {"error": f"body of {n} bytes exceeds the limit of "
-                                               f"{limit} bytes for {self.command} {path}"}))
+        length = "0" if length is None else length.strip()
+        if not length.isdigit():
+            self.close_connection = True
+            return self._send(*_json(400, {"error": f"bad Content-Length {length!r}"}))
+        n = int(length)
+        if n > limit:                       # refused from the headers, before any allocation
+            service._count("errors")
+            self._drain(n)
+            return self._send(*_json(413, {"error": f"body of {n} bytes exceeds the limit of "
+                                           f"{limit} bytes for {self.command} {path}"}))
+        if n == 0:
+            return self._handle(service, b"")
+        if not service.inflight.acquire(timeout=30):
+            self._drain(n)
+            return self._send(*_json(503, {"error": "server busy: too many requests in flight; "
+                                           "retry later"}))
+        try:
             body = self.rfile.read(n)
             if len(body) != n:
                 self.close_connection = True
                 return self._send(*_json(400, {"error": "body shorter than Content-Length"}))
+            self._handle(service, body)
+        finally:
+            service.inflight.release()
+
+    def _handle(self, service, body):
         try:
             status, ctype, out = service.handle(self.command, self.path, body)
         except Exception as e:  # noqa: BLE001 - never kill the server on one request
