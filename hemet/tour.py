@@ -151,7 +151,7 @@ def main(log_n: int = 13, quiet: bool = False, out=None) -> int:
     insecure = log_n < 13
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ckks.SecurityWarning)
-        params = ckks.Parameters(log_n=log_n, depth=3, allow_insecure=insecure)
+        params = ckks.Parameters(log_n=log_n, depth=2, allow_insecure=insecure)
     ctx = ckks.Context(params)
     show(params.describe() + ("  [INSECURE: teaching size]" if insecure else "  [128-bit secure]"))
     keygen = ckks.KeyGenerator(ctx)
@@ -198,12 +198,12 @@ def main(log_n: int = 13, quiet: bool = False, out=None) -> int:
         automorphism and switches the key back with the Galois key of step 1: the costliest
         operation, and the reason the server needs one key per rotation step.""",
               lambda: ev.rotate(cy, 1))
-    xr = step("Multiply, rescale", """x * rotate(y, 1): another ciphertext product at level 3,
-        rescaled to level 2.  Its scale is 2^80 / q_3, exactly the scale of x^2 after its
+    xr = step("Multiply, rescale", """x * rotate(y, 1): another ciphertext product at the top
+        level, rescaled one level down.  Its scale is 2^80 / q_top, exactly the scale of x^2 after its
         rescale: CKKS adds only values of equal scale, so circuits are arranged for that.""",
               lambda: ev.rescale(ev.multiply(cx, ry)))
     z = step("Add", """Addition needs one level and one scale: the evaluator drops the fresher
-        operand's extra prime (exact; level 2 -> 1) and adds.""", lambda: ev.add(half, xr))
+        operand's extra prime (exact) and adds.""", lambda: ev.add(half, xr))
     got = np.real(dec.decrypt(z))
     want = 0.5 * x * x + x * np.roll(y, -1)
     err = float(np.max(np.abs(got - want)))

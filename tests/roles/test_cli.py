@@ -98,7 +98,7 @@ def test_secure_parameters_are_checked(model_file, capsys):
 
 
 def test_tour(capsys):
-    assert main(["tour", "--log-n", "10"]) == 0
+    assert main(["tour"]) == 0                       # 128-bit secure N = 2^13, about a second
     out = capsys.readouterr().out
     for word in ("Rescale", "Rotate", "one network layer", "rotate_hoisted", "bits", "max error"):
         assert word in out
