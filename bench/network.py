@@ -133,7 +133,8 @@ class Quiet:
         self.proc = None
         script = ROOT / ".cache" / "quiet"
         if script.is_file():
-            self.proc = subprocess.Popen([str(script), "sleep", str(int(min(seconds, 60)))])
+            self.proc = subprocess.Popen([str(script), "sleep", str(int(min(seconds, 60)))],
+                                         stderr=subprocess.DEVNULL)
             time.sleep(0.2)
 
     def stop(self):
