@@ -204,6 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--layout", choices=["multiplexed", "packed", "per_channel", "per_channel_strided"], default="multiplexed")
     p.add_argument("--global-pool", choices=["rotate", "matrix"], default="rotate")
+    p.add_argument("--pool", choices=["rotate", "matrix"], default="rotate",
+                   help="2x2 average pools: rotate-and-add in place, or folded into the next stage")
     p.add_argument("--activation", choices=["prescaled", "merged"], default="prescaled")
     p.add_argument("--cache-gb", type=float, default=4.0,
                    help="plaintexts pre-encoded and kept (pinned), deepest stages first")
@@ -231,12 +233,12 @@ def main(argv=None) -> int:
     # slots: compile once at 2^14 (N = 2^15), then check that the depth picks that ring
     slots = 2 ** 14
     prog = compile_model(model, slots, layout=a.layout, global_pool=a.global_pool,
-                         activation=a.activation, materialize=not a.plan_only)
+                         activation=a.activation, materialize=not a.plan_only, pool=a.pool)
     compile_s = time.perf_counter() - t0
     params = choose_parameters(ckks, prog.depth, a.log_n, a.dnum)
     if params.slots != slots:
         prog = compile_model(model, params.slots, layout=a.layout, global_pool=a.global_pool,
-                             activation=a.activation, materialize=not a.plan_only)
+                             activation=a.activation, materialize=not a.plan_only, pool=a.pool)
         compile_s = time.perf_counter() - t0
     costs = prog.costs()
     key_bytes_each = key_bytes(params)
@@ -250,7 +252,7 @@ def main(argv=None) -> int:
         f"diagonals {sum(st.diagonal_bytes() for st in prog.stages) / 2 ** 30:.2f} GiB")
     log(prog.describe())
     result = {"model": a.model, "log_n": params.log_n, "dnum": params.dnum, "depth": prog.depth,
-              "layout": a.layout, "global_pool": a.global_pool, "threads": a.threads,
+              "layout": a.layout, "pool": a.pool, "global_pool": a.global_pool, "threads": a.threads,
               "rotation_steps": len(prog.rotation_steps), "rotation_keys": n_keys,
               "rotations": costs["rotations"] + extra, "pt_mults": costs["pt_mults"],
               "key_bytes_est": (n_keys + 1) * key_bytes_each, "compile_s": round(compile_s, 2)}

@@ -186,3 +186,45 @@ class Layout:
         return (f"{self.channels}x{self.height}x{self.width} on base {self.base_h}x{self.base_w}, "
                 f"gap {self.gap} ({style}), plane stride {self.plane_stride}, "
                 f"{self.n_ciphertexts} ciphertext(s) of {self.slots} slots")
+
+
+class PooledView:
+    """The layout a k x k rotate-and-add pooling leaves: value (c, h, w) sits where the source
+    layout keeps (c, k h, k w) (the window's corner), so nothing moves and no level is spent.
+
+    It answers what stages and the program ask of a layout (``shape``, ``n_ciphertexts``,
+    ``flat_slot_index``, ``pack``/``unpack``, ``describe``); ``gap`` is the source's times k,
+    so a following multiplexed stage keeps the base plane.  Not a :class:`Layout` (its
+    channel interleaving is the source's, at the source's gap)."""
+
+    def __init__(self, src: Layout, k: int):
+        if src.height % k or src.width % k:
+            raise LayoutError(f"a {src.height}x{src.width} map does not pool by {k}")
+        self.src, self.k = src, k
+        self.channels, self.height, self.width = src.channels, src.height // k, src.width // k
+        self.base_h, self.base_w, self.gap = src.base_h, src.base_w, src.gap * k
+        self.slots, self.plane_stride, self.multiplex = src.slots, src.plane_stride, src.multiplex
+
+    shape = Layout.shape
+    size = Layout.size
+    pack = Layout.pack
+    unpack = Layout.unpack
+    occupancy = Layout.occupancy
+    flat_slot_index = Layout.flat_slot_index
+    slot_index = Layout.slot_index
+
+    @property
+    def n_ciphertexts(self) -> int:
+        return self.src.n_ciphertexts
+
+    def global_index(self, c, h, w) -> np.ndarray:
+        return self.src.global_index(c, np.asarray(h) * self.k, np.asarray(w) * self.k)
+
+    def describe(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width} pooled by {self.k} in place on ({self.src.describe()})"
+
+    def __eq__(self, other):
+        return isinstance(other, PooledView) and (self.src, self.k) == (other.src, other.k)
+
+    def __hash__(self):
+        return hash((self.src, self.k))

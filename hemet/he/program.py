@@ -40,7 +40,7 @@ from hemet import layers as L
 from hemet.graph import INPUT
 
 from . import sparse as S
-from .layout import Layout, LayoutError
+from .layout import Layout, LayoutError, PooledView
 from .linear import LinearStage
 from .sparse import AffineMap
 
@@ -96,6 +96,20 @@ def _is_source(e: Expr) -> bool:
 def _summable(e: Expr) -> bool:
     _, h, w = e.shape
     return not (h & (h - 1) or w & (w - 1))
+
+
+def _poolable(e: Expr, k: int, prog) -> bool:
+    """k x k average pooling of ``e`` by rotate-and-add: one source, a per-channel scale
+    (identity, batch norm, poly coefficients), a plain layout with room for the window."""
+    if len(e.terms) != 1 or k < 2 or k & (k - 1):
+        return False
+    (v, t), = e.terms.items()
+    lay = prog.layouts[v]
+    c, h, w = e.shape
+    if not isinstance(lay, Layout) or lay.shape != e.shape or t.diagonal is None or h % k or w % k:
+        return False
+    d = t.diagonal.reshape(c, h * w)
+    return bool(np.all(d == d[:, :1]))
 
 
 def choose_layout(policy: str, shape, src: Layout, slots: int) -> Layout:
@@ -183,6 +197,17 @@ class Program:
         vecs = lay.pack(np.repeat(np.asarray(t, np.float64), lay.height * lay.width).reshape(lay.shape))
         vid = self._new_value(lay, self.consumed[src] + 1)
         self.steps.append(Step("prescaled", (src,), vid, coeffs=vecs))
+        return vid
+
+    def add_pool(self, src: int, k: int) -> int:
+        """Sum every k x k window into its corner in place (rotations and additions, no
+        level); the value then lives on a :class:`PooledView` of the source layout (the
+        1 / k^2 goes into the next stage)."""
+        lay = self.layouts[src]
+        steps = [lay.gap * (1 << e) for e in range(k.bit_length() - 1)]
+        steps += [lay.gap * lay.base_w * (1 << e) for e in range(k.bit_length() - 1)]
+        vid = self._new_value(PooledView(lay, k), self.consumed[src])
+        self.steps.append(Step("sum", (src,), vid, steps=tuple(steps)))
         return vid
 
     def add_sum(self, src: int) -> int:
@@ -300,7 +325,8 @@ class Program:
                 what = "square" if s.kind == "square" else "square_plus_tx"
                 lines.append(f"v{s.out} = {what}(v{s.srcs[0]})  [{n} ct]")
             elif s.kind == "sum":
-                lines.append(f"v{s.out} = sum_hw(v{s.srcs[0]})  [{n} ct, steps {list(s.steps)}]")
+                what = "pool_in_place" if isinstance(self.layouts[s.out], PooledView) else "sum_hw"
+                lines.append(f"v{s.out} = {what}(v{s.srcs[0]})  [{n} ct, steps {list(s.steps)}]")
             else:
                 st = s.stage
                 c = st.costs()
@@ -467,7 +493,7 @@ def format_report(rows: list) -> str:
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
                   baby_steps: int = None, global_pool: str = "matrix",
                   materialize: bool = True, activation: str = "prescaled",
-                  max_ratio: float = 2.0 ** 20) -> Program:
+                  max_ratio: float = 2.0 ** 20, pool: str = "matrix") -> Program:
     """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights).
 
     ``global_pool``: ``"matrix"`` folds global average pooling into the linear stages (the
@@ -477,6 +503,12 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     the last feature map: mask them (one more level) before the client decrypts where the
     model must stay private.  ``materialize=False`` builds the plans only (costs, depth,
     rotation keys; no diagonal values, cannot run): for cost estimates of large layouts.
+
+    ``pool``: ``"matrix"`` (default) folds k x k average pooling into the next stage's map
+    (a 3x3 conv after it becomes a 4x4-footprint map: more diagonals); ``"rotate"`` sums each
+    window in place with 2 log2(k) rotations when the pool's input is one materialized value
+    times a per-channel scale (the 1/k^2 and the scale go into the next stage), so the next
+    stage reads the pooled values where they lie (a :class:`PooledView`: gap doubled).
 
     ``activation``: ``"prescaled"`` (default) computes ``y = x^2 + (b/a) x`` within the
     squaring's level (the plaintext product by ``t = b/a``, encoded at x's scale, rescales
@@ -491,6 +523,8 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     """
     if activation not in ("merged", "prescaled"):
         raise ValueError(f"activation must be 'merged' or 'prescaled', got {activation!r}")
+    if pool not in ("matrix", "rotate"):
+        raise ValueError(f"pool must be 'matrix' or 'rotate', got {pool!r}")
     if global_pool not in ("matrix", "rotate"):
         raise ValueError(f"global_pool must be 'matrix' or 'rotate', got {global_pool!r}")
     build_values = bool(materialize)
@@ -542,6 +576,16 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             scale = wt(node, "weight") / np.sqrt(wt(node, "running_var") + lay.eps)
             shift = wt(node, "bias") - wt(node, "running_mean") * scale
             e = x.apply(S.channel_affine(x.shape, scale, shift))
+        elif isinstance(lay, L.AvgPool) and pool == "rotate" and _poolable(x, lay.kernel_size, prog):
+            k = lay.kernel_size
+            (v, t), = x.terms.items()
+            pooled = prog.add_pool(v, k)
+            prog.steps[-1].name = node.name
+            src_shapes[pooled] = prog.layouts[pooled].shape
+            c_, h_, w_ = x.shape
+            d = t.diagonal.reshape(c_, h_ * w_)[:, 0]
+            e = Expr(prog.layouts[pooled].shape, {pooled: S.channel_affine(prog.layouts[pooled].shape, d / (k * k))},
+                     S.avg_pool(x.shape, k).linear_part(x.bias))
         elif isinstance(lay, L.AvgPool):
             e = x.apply(S.avg_pool(x.shape, lay.kernel_size))
         elif isinstance(lay, L.GlobalAvgPool) and global_pool == "rotate" and _summable(x):

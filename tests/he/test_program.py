@@ -268,3 +268,38 @@ def test_key_plan_caps_the_galois_keys(hekit):
     assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
     n_rot = be.counts["rotate"] + be.counts["rotate_hoisted"]
     assert n_rot >= prog.costs()["rotations"] + prog.key_plan_costs(paths) - len(paths)
+
+
+@pytest.mark.parametrize("policy", ["multiplexed", "per_channel_strided", "packed"])
+def test_pool_by_rotations_in_place(policy, hekit):
+    """pool="rotate": 2x2 average pools as rotate-and-add (no level, fewer diagonals next)."""
+    from hemet.he.layout import PooledView
+    model = tiny_fire_net()
+    prog = compile_model(model, hekit.slots, layout=policy, pool="rotate")
+    base = compile_model(model, hekit.slots, layout=policy)
+    assert any(isinstance(prog.layouts[s.out], PooledView) for s in prog.steps)
+    assert prog.depth == base.depth and prog.costs()["pt_mults"] < base.costs()["pt_mults"]
+    x = np.random.default_rng(6).uniform(0, 1, model.graph.input_shape)
+    want = forward(model, x[None])[0]
+    got = prog.run(MirrorBackend(hekit.slots, depth=prog.depth), x)
+    assert np.max(np.abs(got - want)) < 1e-9 * max(1.0, np.abs(want).max())
+    if policy == "multiplexed":
+        be = hekit.backend(prog.rotation_steps)
+        got = prog.run(be, x)
+        assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+
+
+def test_pool_rotate_falls_back_when_not_a_scaled_source():
+    """A pool right after a linear op (no materialized value under it) folds into the map."""
+    nodes = [L.Node("c1", L.Conv2d(3, 4, 3, 1, 1, 1, True), (INPUT,)),
+             L.Node("pool", L.AvgPool(2), ("c1",)),
+             L.Node("a1", L.Poly(4), ("pool",)),
+             L.Node("gap", L.GlobalAvgPool(), ("a1",))]
+    g = Graph("p", nodes, 4, input_shape=(3, 8, 8))
+    model = Model(g, random_weights(g, 3))
+    prog = compile_model(model, 1024, pool="rotate")
+    assert not any(s.kind == "sum" for s in prog.steps)
+    x = np.random.default_rng(1).uniform(0, 1, (3, 8, 8))
+    got = prog.run(MirrorBackend(1024, depth=prog.depth), x)
+    want = forward(model, x[None])[0]
+    assert np.max(np.abs(got - want)) < 1e-9 * max(1.0, np.abs(want).max())
