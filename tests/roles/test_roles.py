@@ -298,3 +298,12 @@ def test_session_store_expiry_and_capacity(server, bundle, open_session):
     with pytest.raises(KeyError):
         store.get(a.id)
     assert a.backend is None and len(store) == 0
+
+
+def test_package_exports_the_roles_lazily():
+    import hemet
+    from hemet import roles
+    assert hemet.Client is roles.Client and hemet.Server is roles.Server
+    assert issubclass(hemet.ProtocolError, ValueError)
+    with pytest.raises(AttributeError):
+        hemet.NoSuchThing
