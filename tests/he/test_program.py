@@ -276,7 +276,7 @@ def test_pool_by_rotations_in_place(policy, hekit):
     from hemet.he.layout import PooledView
     model = tiny_fire_net()
     prog = compile_model(model, hekit.slots, layout=policy, pool="rotate")
-    base = compile_model(model, hekit.slots, layout=policy)
+    base = compile_model(model, hekit.slots, layout=policy, pool="matrix")
     assert any(isinstance(prog.layouts[s.out], PooledView) for s in prog.steps)
     assert prog.depth == base.depth and prog.costs()["pt_mults"] < base.costs()["pt_mults"]
     x = np.random.default_rng(6).uniform(0, 1, model.graph.input_shape)
