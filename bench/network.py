@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hemet.zoo import random_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,23 +69,6 @@ def load_model(a):
     return modelfile.load(path), str(path)
 
 
-def random_weights(graph, seed=0):
-    """The tests' random weights (tests/he/test_program.py): BN near identity, poly a ~ 0.1."""
-    rng = np.random.default_rng(seed)
-    w = {}
-    for k, shape in graph.weight_shapes().items():
-        param = k.rsplit(".", 1)[1]
-        if param == "running_var":
-            w[k] = rng.uniform(0.5, 2.0, shape)
-        elif param == "weight" and len(shape) > 1:
-            w[k] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
-        elif param == "a":
-            w[k] = rng.normal(0.1, 0.05, shape)
-        elif param in ("b", "weight"):
-            w[k] = rng.normal(1.0, 0.1, shape)
-        else:
-            w[k] = rng.normal(0, 0.1, shape)
-    return w
 
 
 def load_images(k: int):

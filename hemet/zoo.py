@@ -89,3 +89,25 @@ def build(name: str, classes: int = 10, act: str = "poly") -> Graph:
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose from {network_names()}")
     return NETWORKS[name](classes, act)
+
+
+def random_weights(graph: Graph, seed: int = 0) -> dict:
+    """Weights for an untrained graph that keep activations O(1) through a deep polynomial
+    network: He-like conv/linear weights, batch norm near identity, poly a ~ 0.1 and b ~ 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = {}
+    for k, shape in graph.weight_shapes().items():
+        param = k.rsplit(".", 1)[1]
+        if param == "running_var":
+            w[k] = rng.uniform(0.5, 2.0, shape)
+        elif param == "weight" and len(shape) > 1:
+            w[k] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
+        elif param == "a":
+            w[k] = rng.normal(0.1, 0.05, shape)
+        elif param in ("b", "weight"):
+            w[k] = rng.normal(1.0, 0.1, shape)
+        else:
+            w[k] = rng.normal(0, 0.1, shape)
+    return w

@@ -9,26 +9,11 @@ from hemet.he import MirrorBackend
 from hemet.he.program import compile_model
 from hemet.modelfile import Model
 from hemet.reference import forward
+from hemet.zoo import random_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore::ckks.SecurityWarning")
 
 
-def random_weights(graph, seed=0):
-    rng = np.random.default_rng(seed)
-    w = {}
-    for k, shape in graph.weight_shapes().items():
-        param = k.rsplit(".", 1)[1]
-        if param == "running_var":
-            w[k] = rng.uniform(0.5, 2.0, shape)
-        elif param == "weight" and len(shape) > 1:
-            w[k] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
-        elif param == "a":
-            w[k] = rng.normal(0.1, 0.05, shape)
-        elif param in ("b", "weight"):
-            w[k] = rng.normal(1.0, 0.1, shape)
-        else:
-            w[k] = rng.normal(0, 0.1, shape)
-    return w
 
 
 def tiny_fire_net(act="poly"):

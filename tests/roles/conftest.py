@@ -8,26 +8,11 @@ import ckks
 from hemet import layers as L
 from hemet.graph import INPUT, Graph
 from hemet.modelfile import Model, save
+from hemet.zoo import random_weights
 
 LOG_N = 10
 
 
-def random_weights(graph, seed=0):
-    rng = np.random.default_rng(seed)
-    w = {}
-    for k, shape in graph.weight_shapes().items():
-        param = k.rsplit(".", 1)[1]
-        if param == "running_var":
-            w[k] = rng.uniform(0.5, 2.0, shape)
-        elif param == "weight" and len(shape) > 1:
-            w[k] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
-        elif param == "a":
-            w[k] = rng.normal(0.1, 0.05, shape)
-        elif param in ("b", "weight"):
-            w[k] = rng.normal(1.0, 0.1, shape)
-        else:
-            w[k] = rng.normal(0, 0.1, shape)
-    return w
 
 
 def tiny_model(seed=1, channels=4, classes=4) -> Model:
