@@ -95,8 +95,6 @@ class _NodeRunner(nn.Module):
         self.externals = list(externals)
         self.output = output
         self.layers = nn.ModuleDict({n.name: module_for(n.layer, poly_init) for n in self.nodes})
-        self.record_poly_inputs = False
-        self.poly_inputs: list[torch.Tensor] = []
         # free intermediate tensors after their last use
         last = {}
         for i, n in enumerate(self.nodes):
@@ -106,17 +104,25 @@ class _NodeRunner(nn.Module):
                       for i, n in enumerate(self.nodes)]
 
     def forward(self, *xs):
+        return self.run(xs)[0]
+
+    def run(self, xs, act_range: float | None = None):
+        """Output and, with ``act_range``, the training penalty on activation inputs beyond it.
+
+        The penalty is summed here rather than from recorded tensors so that ``torch.compile``
+        fuses it with the activations instead of keeping every input alive for a second pass.
+        """
         env = dict(zip(self.externals, xs))
-        if self.record_poly_inputs:
-            self.poly_inputs = []
+        pen = None
         for n, free in zip(self.nodes, self._free):
             args = [env[i] for i in n.inputs]
-            if self.record_poly_inputs and n.op in ("poly", "square"):
-                self.poly_inputs.append(args[0])
+            if act_range is not None and n.op in ("poly", "square"):
+                term = torch.relu(args[0].abs() - act_range).pow(2).mean()
+                pen = term if pen is None else pen + term
             env[n.name] = self.layers[n.name](*args)
             for x in free:
                 del env[x]
-        return env[self.output]
+        return env[self.output], pen
 
 
 class GraphNet(_NodeRunner):

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ class TrainConfig:
     export: str | None = None       # model file base path written at the end (best on val)
     progress: bool = True
     max_minutes: float | None = None  # stop (resumable) after this much wall time
-    channels_last: bool = False     # memory format (a speed choice only)
+    compile: bool = True            # torch.compile the training step (a speed choice only)
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
@@ -135,6 +135,37 @@ def build_net(cfg: TrainConfig):
     return graph, GraphNet(graph, tuple(cfg.poly_init))
 
 
+# fields a resumed run may change: they do not affect the trained weights
+_RUN_CONTROL = ("threads", "progress", "max_minutes", "export", "data", "out", "compile")
+
+
+def _config_from(saved: dict) -> TrainConfig:
+    """A checkpoint's config; fields of older versions that no longer exist are dropped."""
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = {k: v for k, v in saved.items() if k in known}
+    cfg["poly_init"] = tuple(cfg["poly_init"])
+    return TrainConfig(**cfg)
+
+
+def _compiled(net, log):
+    """``net.run`` through torch.compile (about 2x faster steps on CPU: it fuses the batch-norm,
+    activation and penalty passes that dominate eager time), or eager where compiling fails."""
+    import torch
+    state = {"fn": torch.compile(net.run), "checked": False}
+
+    def step(xs, act_range):
+        if state["checked"]:
+            return state["fn"](xs, act_range)
+        state["checked"] = True
+        try:  # compilation happens on the first call
+            return state["fn"](xs, act_range)
+        except Exception as e:  # no C++ toolchain, unsupported platform
+            log(f"torch.compile unavailable ({type(e).__name__}); training eagerly")
+            state["fn"] = net.run
+            return net.run(xs, act_range)
+    return step
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     """Train (or resume) and export the best-on-validation model; returns a summary."""
     import torch
@@ -149,12 +180,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         saved = state["config"]
         saved["poly_init"] = tuple(saved["poly_init"])
         # the schedule and data are fixed by the run; allow changing only run-control fields
-        for k in ("threads", "progress", "max_minutes", "export", "data", "out", "channels_last"):
+        for k in _RUN_CONTROL:
             saved[k] = getattr(cfg, k)
         if cfg.epochs != saved["epochs"]:
             log(f"note: schedule changed from {saved['epochs']} to {cfg.epochs} epochs")
             saved["epochs"] = cfg.epochs
-        cfg = TrainConfig(**saved)
+        cfg = _config_from(saved)
     else:
         state = None
         with open(out / "config.json", "w") as f:
@@ -167,8 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     if cfg.limit_train:
         tr = D.Split(tr.images[:cfg.limit_train], tr.labels[:cfg.limit_train])
     graph, net = build_net(cfg)
-    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = net.to(memory_format=mf)
+    step_fn = _compiled(net, log) if cfg.compile else net.run
     opt = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=True)
     steps_per_epoch = math.ceil(len(tr) / cfg.batch_size)
@@ -191,25 +221,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     polys = poly_modules(net)
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
-        net.record_poly_inputs = cfg.act_reg > 0
         perm = rng.permutation(len(tr))
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
         bar = _progress(range(steps_per_epoch), steps_per_epoch,
                         f"{cfg.model} ep {epoch + 1}/{cfg.epochs}", cfg.progress)
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = _to_tensor(augment_batch(tr.images[idx], rng)).contiguous(memory_format=mf)
+            x = _to_tensor(augment_batch(tr.images[idx], rng))
             y = torch.from_numpy(tr.labels[idx])
             lr = _lr_at(step, total, warm, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            logits = net(x)
+            logits, pen = step_fn((x,), cfg.act_range if cfg.act_reg > 0 else None)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if cfg.act_reg > 0:
-                pen = sum(F.relu(t.abs() - cfg.act_range).pow(2).mean() for t in net.poly_inputs)
-                loss_total = loss + cfg.act_reg * pen
-            else:
-                loss_total = loss
+            loss_total = loss if pen is None else loss + cfg.act_reg * pen
             if not torch.isfinite(loss_total):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} step {step}; "
                                          "lower --lr or raise --clip/--act-reg")
@@ -224,7 +249,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             if hasattr(bar, "set_postfix") and b % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                                 lr=f"{lr:.4f}")
-        net.record_poly_inputs = False
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "lr": lr, "sec": time.time() - t0,
                "a_absmax": max((float(p.a.detach().abs().max()) for p in polys), default=0.0)}
@@ -259,9 +283,7 @@ def export_checkpoint(ckpt, path, name: str | None = None):
     import torch
     from .torch_modules import export_weights
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    cfg = dict(state["config"])
-    cfg["poly_init"] = tuple(cfg["poly_init"])
-    cfg = TrainConfig(**cfg)
+    cfg = _config_from(state["config"])
     graph, net = build_net(cfg)
     net.load_state_dict(state["model"])
     if name:
