@@ -1,10 +1,10 @@
 """Fused kernels for the HE backend: ``acc += ct * pt`` over both ciphertext polynomials in
 one parallel region (no temporary ciphertext; the plaintext is read once for both)."""
-from numba import int64, njit, prange, uint64
+from numba import njit, prange
 
 from kernels.modarith import mulmod_f
 
-__all__ = ["mul_add_ct", "reduce_int64"]
+__all__ = ["mul_add_ct"]
 
 
 @njit(cache=True, parallel=True)
@@ -21,25 +21,3 @@ def mul_add_ct(ct, pt, q, acc):
             acc[0, i, j] = min(s, s - qi)
             s = acc[1, i, j] + mulmod_f(b, bf, ct[1, i, j], qi, qinv)
             acc[1, i, j] = min(s, s - qi)
-
-
-@njit(cache=True, parallel=True)
-def reduce_int64(x, q, out):
-    """out[i, j] = x[j] mod q[i] for signed int64 x (|x| < 2^62) and primes q < 2^61: a float
-    quotient estimate and two corrections instead of a hardware division per residue."""
-    k, n = out.shape
-    for i in prange(k):
-        qi = int64(q[i])
-        qinv = 1.0 / float(qi)
-        for j in range(n):
-            v = x[j]
-            r = v - int64(float(v) * qinv) * qi
-            if r < 0:
-                r += qi
-            if r < 0:
-                r += qi
-            if r >= qi:
-                r -= qi
-            if r >= qi:
-                r -= qi
-            out[i, j] = uint64(r)

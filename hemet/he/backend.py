@@ -15,7 +15,9 @@ import numpy as np
 
 from ckks import Plaintext
 
-from ._fused import mul_add_ct, reduce_int64
+from kernels.modarith import reduce_signed
+
+from ._fused import mul_add_ct
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
@@ -194,7 +196,7 @@ class HEBackend:
             data = np.empty((len(compact) * k, ctx.n), dtype=np.uint64)
             q = ctx.q_all[:k]
             for r, i in enumerate(compact):
-                reduce_int64(coeffs[r], q, data[r * k:(r + 1) * k])
+                reduce_signed(coeffs[r], q, data[r * k:(r + 1) * k])
             ctx.ntt(data, np.tile(ctx.q_rows(level), len(compact)))
             for r, i in enumerate(compact):
                 entries[i] = Plaintext(data[r * k:(r + 1) * k], level, float(scale), ctx.fingerprint)
@@ -239,7 +241,7 @@ class HEBackend:
         ctx = self.ctx
         rows = ctx.q_rows(level)
         data = np.empty((level + 1, ctx.n), dtype=np.uint64)
-        reduce_int64(coeffs, ctx.q_all[: level + 1], data)
+        reduce_signed(coeffs, ctx.q_all[: level + 1], data)
         ctx.ntt(data, rows)
         return Plaintext(data, level, float(scale), ctx.fingerprint)
 
