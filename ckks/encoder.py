@@ -8,6 +8,7 @@ import numpy as np
 
 from kernels import basis, modarith
 from kernels.automorphism import bit_reverse_indices
+from kernels.fft import special_fft_inv
 from .ciphertext import Plaintext
 
 
@@ -36,6 +37,8 @@ class Encoder:
             idx_inv = (lenq - rot[:lenh] % lenq) * (m // lenq)
             self._stages.append((length, self._ksi[idx], self._ksi[idx_inv]))
             length *= 2
+        self._w_inv = np.concatenate([w for _, _, w in self._stages]) if self._stages else \
+            np.zeros(1, dtype=np.complex128)
         self._garner = {}
 
     # -- embedding -----------------------------------------------------------------------
@@ -53,30 +56,23 @@ class Encoder:
             v = v.reshape(s)
         return v
 
-    def _fft_special_inv(self, vals: np.ndarray) -> np.ndarray:
-        v = vals.astype(np.complex128).copy()
-        s = self.slots
-        for length, _, w_inv in reversed(self._stages):
-            v = v.reshape(s // length, length)
-            lenh = length // 2
-            u = v[:, :lenh] + v[:, lenh:]
-            t = (v[:, :lenh] - v[:, lenh:]) * w_inv
-            v[:, :lenh] = u
-            v[:, lenh:] = t
-            v = v.reshape(s)
-        return v[self._brv] / s
-
     def embed_inverse(self, values) -> np.ndarray:
         """Real coefficients (float64, length N) of the polynomial whose slots are ``values``."""
-        z = np.zeros(self.slots, dtype=np.complex128)
-        values = np.asarray(values)
-        if values.ndim != 1 or values.size > self.slots:
-            raise ValueError(f"expected a 1-D vector of at most {self.slots} values, got shape {values.shape}")
-        if not np.all(np.isfinite(values)):
-            raise ValueError("values must be finite")
-        z[: values.size] = values
-        c = self._fft_special_inv(z)
-        return np.concatenate([c.real, c.imag])
+        return self.embed_inverse_many([values])[0]
+
+    def embed_inverse_many(self, vectors) -> np.ndarray:
+        """:meth:`embed_inverse` of several slot vectors at once: (B, N) float64."""
+        z = np.zeros((len(vectors), self.slots), dtype=np.complex128)
+        for b, values in enumerate(vectors):
+            values = np.asarray(values)
+            if values.ndim != 1 or values.size > self.slots:
+                raise ValueError(f"expected a 1-D vector of at most {self.slots} values, got shape {values.shape}")
+            if not np.all(np.isfinite(values)):
+                raise ValueError("values must be finite")
+            z[b, : values.size] = values
+        c = np.empty_like(z)
+        special_fft_inv(z, self._w_inv, self._brv, c)
+        return np.concatenate([c.real, c.imag], axis=1)
 
     def embed(self, coeffs: np.ndarray) -> np.ndarray:
         """Slot values of a real polynomial given by its N coefficients."""
@@ -86,6 +82,11 @@ class Encoder:
     # -- encode / decode -----------------------------------------------------------------
     def encode(self, values, level: int = None, scale: float = None) -> Plaintext:
         """Plaintext (NTT form) at ``level`` (default: top) holding round(scale * values)."""
+        return self.encode_many([values], level, scale)[0]
+
+    def encode_many(self, vectors, level: int = None, scale: float = None) -> list:
+        """:meth:`encode` of several vectors at one level and scale, in one batch (the FFTs,
+        reductions and NTTs each run once over all of them, on every thread)."""
         ctx = self.ctx
         level = ctx.max_level if level is None else ctx.check_level(level)
         scale = ctx.params.scale if scale is None else float(scale)
@@ -93,16 +94,23 @@ class Encoder:
             raise ValueError(f"scale must be a finite number >= 1, got {scale}")
         if np.log2(scale) >= ctx.log_q(level) - 1:
             raise ValueError(f"scale 2^{np.log2(scale):.1f} does not fit the modulus 2^{ctx.log_q(level):.1f} at level {level}")
-        coeffs = np.round(self.embed_inverse(values) * scale)
+        if not len(vectors):
+            return []
+        coeffs = np.round(self.embed_inverse_many(vectors) * scale)
         rows = ctx.q_rows(level)
-        data = self.coeffs_to_rns(coeffs, rows)
-        ctx.ntt(data, rows)
-        return Plaintext(data, level, scale, ctx.fingerprint)
+        k = len(rows)
+        data = np.empty((len(vectors) * k, ctx.n), dtype=np.uint64)
+        for b in range(len(vectors)):
+            self.coeffs_to_rns(coeffs[b], rows, data[b * k:(b + 1) * k])
+        ctx.ntt(data, np.tile(rows, len(vectors)))
+        return [Plaintext(data[b * k:(b + 1) * k], level, scale, ctx.fingerprint)
+                for b in range(len(vectors))]
 
-    def coeffs_to_rns(self, coeffs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Integer-valued float64 coefficients -> (k, N) residues."""
+    def coeffs_to_rns(self, coeffs: np.ndarray, rows: np.ndarray, out: np.ndarray = None) -> np.ndarray:
+        """Integer-valued float64 coefficients -> (k, N) residues (into ``out`` when given)."""
         q = self.ctx.moduli(rows)
-        out = np.empty((len(rows), self.ctx.n), dtype=np.uint64)
+        if out is None:
+            out = np.empty((len(rows), self.ctx.n), dtype=np.uint64)
         big = np.max(np.abs(coeffs)) if coeffs.size else 0.0
         if big < 2.0 ** 62:
             modarith.reduce_signed(coeffs.astype(np.int64), q, out)

@@ -241,8 +241,9 @@ def _layout_from(d, what: str):
         raise ProtocolError(f"model info: {what}: {e}") from None
 
 
-def model_fingerprint(program, params, model=None) -> bytes:
-    """16 bytes naming the compiled program: graph, weights, layouts, steps, parameters."""
+def model_fingerprint(program, params, model=None, key_steps=None) -> bytes:
+    """16 bytes naming the compiled program: graph, weights, layouts, Galois-key steps
+    (``key_steps``, default every rotation step), parameters."""
     h = hashlib.sha256(b"hemet-program-v1\0")
     h.update(params.fingerprint())
     if model is not None:
@@ -255,7 +256,8 @@ def model_fingerprint(program, params, model=None) -> bytes:
     h.update(json.dumps({"in": _layout_dict(program.input_layout),
                          "out": _layout_dict(program.layouts[program.output]),
                          "shape": list(program.output_shape), "depth": program.depth,
-                         "steps": sorted(int(s) for s in program.rotation_steps),
+                         "steps": sorted(int(s) for s in (program.rotation_steps if key_steps is None
+                                                          else key_steps)),
                          "program": program.describe()}, sort_keys=True).encode())
     return h.digest()[:FINGERPRINT_BYTES]
 
@@ -514,16 +516,22 @@ class Server(_NoSecrets):
     ``compile_model`` (``global_pool="rotate"`` is refused: it leaves partial sums of the last
     feature map in the output).  ``prepare=True`` pre-encodes the diagonals at start-up into the
     plaintext cache shared by every session (bounded by ``max_cache_bytes``).
+
+    ``max_galois_keys``: the Galois keys clients make (``Program.key_plan``; None: one per
+    rotation step).  Fewer keys mean faster key generation and smaller bundles and sessions;
+    each dropped step runs as two (or a few) rotations by kept steps.  hemet-fire1-4: 173
+    steps, 3.2 GB of keys; 64 keys: 1.2 GB and about 200 more key switches per image.
     """
 
     def __init__(self, model, params: ckks.Parameters = None, *, prepare: bool = False,
-                 max_cache_bytes: int = 1 << 30, **compile_options):
+                 max_cache_bytes: int = 1 << 30, max_galois_keys: int | None = 64,
+                 **compile_options):
         from hemet.he import HEBackend
         from hemet.he.program import compile_model
         _refuse_secret(model, params, *compile_options.values())
-        if compile_options.get("global_pool", "matrix") != "matrix":
-            raise ValueError("the server keeps global_pool='matrix': 'rotate' would leak partial "
-                             "sums of the last feature map to the client")
+        if compile_options.get("global_pool", "sum") == "rotate":
+            raise ValueError("the server refuses global_pool='rotate': it would leak partial "
+                             "sums of the last feature map to the client ('sum' does not)")
         if params is None:
             params = ckks.Parameters(depth=model.graph.depth())
         if not isinstance(params, ckks.Parameters):
@@ -534,16 +542,17 @@ class Server(_NoSecrets):
         if self.program.depth > params.depth:
             raise ValueError(f"the model needs depth {self.program.depth}, the parameters have "
                              f"{params.depth}")
+        key_steps, self.rotation_paths = self.program.key_plan(max_galois_keys)
         with ENGINE_LOCK:
             self.ctx = ckks.Context(params)
             self._encoding = HEBackend(ckks.Evaluator(self.ctx), max_cache_bytes=max_cache_bytes)
             if prepare:
                 self.program.prepare(self._encoding)
-        fp = model_fingerprint(self.program, params, model)
+        fp = model_fingerprint(self.program, params, model, key_steps)
         self.info = ModelInfo(model.name, model.classes, params, self.program.input_layout,
                               self.program.layouts[self.program.output], tuple(model.graph.input_shape),
                               tuple(self.program.output_shape),
-                              tuple(sorted(int(s) for s in self.program.rotation_steps)),
+                              tuple(sorted(int(s) for s in key_steps)),
                               self.program.depth, fp)
         self._info_bytes = self.info.to_bytes()
         self.limits = self._limits()
@@ -640,7 +649,7 @@ class Server(_NoSecrets):
             keys = ckks.GaloisKeys(session.galois, self.ctx.fingerprint)
             with ENGINE_LOCK:
                 ev = ckks.Evaluator(self.ctx, relin_key=session.relin_key, galois_keys=keys)
-                be = HEBackend(ev, max_cache_bytes=0)
+                be = HEBackend(ev, max_cache_bytes=0, rotation_paths=self.rotation_paths)
             be.cache = self._encoding.cache  # diagonals do not depend on keys: one shared cache
             session.galois = {}
             session.evaluator, session.backend = ev, be

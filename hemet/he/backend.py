@@ -14,7 +14,6 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from ckks import Plaintext
-
 from kernels.modarith import reduce_signed
 
 from ._fused import mul_add_ct
@@ -43,6 +42,14 @@ class PlaintextCache:
         return self.max_bytes is None or self.bytes + size <= self.max_bytes
 
     def get(self, key, make, pin: bool = False):
+        pt = self.lookup(key, pin)
+        if pt is None:
+            pt = make()
+            self.store(key, pt, pin)
+        return pt
+
+    def lookup(self, key, pin: bool = False):
+        """The entry for ``key`` (pinned now when ``pin``), or None: a miss."""
         if key in self._d:
             self._d.move_to_end(key)
             self.hits += 1
@@ -51,7 +58,10 @@ class PlaintextCache:
                 self.pinned_bytes += self._d[key].data.nbytes
             return self._d[key]
         self.misses += 1
-        pt = make()
+        return None
+
+    def store(self, key, pt, pin: bool = False) -> None:
+        """Keep ``pt`` (made after a miss) when the budget allows."""
         size = pt.data.nbytes
         if pin:
             if self._fits(size):
@@ -59,7 +69,7 @@ class PlaintextCache:
                 self._pinned.add(key)
                 self.bytes += size
                 self.pinned_bytes += size
-            return pt
+            return
         if self.max_bytes is None or self.pinned_bytes + size <= self.max_bytes:
             self._d[key] = pt
             self.bytes += size
@@ -68,7 +78,6 @@ class PlaintextCache:
                     if self.bytes <= self.max_bytes:
                         break
                     self.bytes -= self._d.pop(old).data.nbytes
-        return pt
 
     def __len__(self):
         return len(self._d)
@@ -182,11 +191,24 @@ class HEBackend:
         return entry
 
     def encode_cached_many(self, items, level, scale) -> list:
-        """``encode_cached`` for several ``(key, make)`` at one level and scale: the compact
-        entries among them are turned into plaintexts together (one RNS reduction and one
-        NTT call over all their limbs: no per-plaintext dispatch, both threads busy)."""
-        entries = [self.cache.get(key, (lambda m=make: self._encode_entry(m, level, scale)),
-                                  pin=self.pinning) for key, make in items]
+        """``encode_cached`` for several ``(key, make)`` at one level and scale, in batches:
+        misses are encoded together (``Encoder.encode_many``: one FFT, reduction and NTT call
+        over all of them, both threads busy), and so are compact entries (one RNS reduction
+        and one NTT call over all their limbs)."""
+        if self.pinning:  # prepare: each entry decides its own form (NTT or compact)
+            entries = [self.cache.get(key, (lambda m=make: self._encode_entry(m, level, scale)),
+                                      pin=True) for key, make in items]
+        else:
+            entries = [self.cache.lookup(key) for key, _ in items]
+            miss = [i for i, e in enumerate(entries) if e is None]
+            if miss:
+                t0 = time.perf_counter()
+                pts = self.ctx.encoder.encode_many([items[i][1]() for i in miss], level, scale)
+                self.encode_seconds += time.perf_counter() - t0
+                self.counts["encode"] += len(miss)
+                for i, pt in zip(miss, pts):
+                    self.cache.store(items[i][0], pt)
+                    entries[i] = pt
         compact = [i for i, e in enumerate(entries) if isinstance(e, _Coeffs)]
         if len(compact) > 1:
             t0 = time.perf_counter()

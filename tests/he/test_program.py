@@ -101,7 +101,7 @@ def test_global_pool_by_rotations(policy, hekit):
     model = tiny_fire_net()
     x = np.random.default_rng(7).uniform(0, 1, model.graph.input_shape)
     want = forward(model, x[None])[0]
-    matrix = compile_model(model, 1024, layout=policy)
+    matrix = compile_model(model, 1024, layout=policy, global_pool="matrix")
     prog = compile_model(model, 1024, layout=policy, global_pool="rotate")
     assert prog.depth == matrix.depth == model.graph.depth()
     assert [s.kind for s in prog.steps][-1] == "sum"
@@ -116,6 +116,44 @@ def test_global_pool_by_rotations(policy, hekit):
     prog = compile_model(dw, 1024, layout=policy, global_pool="rotate")
     np.testing.assert_allclose(prog.run(MirrorBackend(1024, depth=prog.depth), x),
                                forward(dw, x[None])[0], atol=1e-9)
+
+
+def _output_slots(prog, backend, x):
+    """The raw slots of the program's output ciphertexts and the mask of those holding outputs."""
+    out = prog.run_encrypted(backend, prog.encrypt(backend, x))
+    raw = np.concatenate([backend.decrypt(c) for c in out])
+    lay = prog.layouts[prog.output]
+    used = np.zeros(raw.size, dtype=bool)
+    ct, slot = lay.flat_slot_index()
+    used[np.asarray(ct) * prog.slots + np.asarray(slot)] = True
+    return raw, used
+
+
+@pytest.mark.parametrize("net", ["fire", "dwsep"])
+@pytest.mark.parametrize("policy", ["multiplexed", "packed"])
+def test_global_pool_sum_first_leaves_only_logits(net, policy, hekit):
+    """GAP summed in place before the classifier: same logits, a small head, and every
+    output slot that is not a logit exactly zero (no partial sums of the feature map)."""
+    model = tiny_fire_net() if net == "fire" else tiny_dwsep_net()
+    x = np.random.default_rng(9).uniform(0, 1, model.graph.input_shape)
+    want = forward(model, x[None])[0]
+    matrix = compile_model(model, 1024, layout=policy, global_pool="matrix")
+    prog = compile_model(model, 1024, layout=policy, global_pool="sum")
+    assert prog.depth == matrix.depth == model.graph.depth()
+    assert "sum" in [s.kind for s in prog.steps]
+    assert prog.costs()["pt_mults"] < matrix.costs()["pt_mults"]
+    mirror = MirrorBackend(1024, depth=prog.depth)
+    np.testing.assert_allclose(prog.run(mirror, x), want, atol=1e-9)
+    raw, used = _output_slots(prog, mirror, x)
+    assert np.all(raw[~used] == 0.0)
+    np.testing.assert_allclose(np.sort(raw[used]), np.sort(want), atol=1e-9)
+    if net == "fire":  # "rotate" sums after the classifier: partial sums left in the output
+        rot = compile_model(model, 1024, layout=policy, global_pool="rotate")
+        raw_rot, used_rot = _output_slots(rot, MirrorBackend(1024, depth=rot.depth), x)
+        assert np.any(raw_rot[~used_rot] != 0.0)
+    if policy == "multiplexed" and net == "fire":
+        got = prog.run(hekit.backend(prog.rotation_steps), x)
+        assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
 
 
 def test_plan_only_compile_has_the_same_costs():
@@ -282,7 +320,7 @@ def test_pool_rotate_falls_back_when_not_a_scaled_source():
              L.Node("gap", L.GlobalAvgPool(), ("a1",))]
     g = Graph("p", nodes, 4, input_shape=(3, 8, 8))
     model = Model(g, random_weights(g, 3))
-    prog = compile_model(model, 1024, pool="rotate")
+    prog = compile_model(model, 1024, pool="rotate", global_pool="matrix")
     assert not any(s.kind == "sum" for s in prog.steps)
     x = np.random.default_rng(1).uniform(0, 1, (3, 8, 8))
     got = prog.run(MirrorBackend(1024, depth=prog.depth), x)

@@ -13,6 +13,8 @@ from hemet.roles import (GALOIS_CHUNK, Client, ModelInfo, MsgKind, ProtocolError
                          unpack_message)
 from hemet.service import SessionStore, StoreFull
 
+from hemet.he.program import compile_model
+
 from .conftest import insecure_params, tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::ckks.SecurityWarning")
@@ -61,6 +63,24 @@ def test_keys_are_exactly_the_model_keys(server, client, bundle, parts, open_ses
     for p in parts[1:]:
         server.add_keys(s, p)
     assert s.ready and not s.missing
+
+
+def test_capped_key_plan_still_evaluates_exactly(model, params, image):
+    """With fewer Galois keys than rotation steps, the client makes only the kept keys and the
+    server runs each dropped step as rotations by kept ones: same logits."""
+    all_steps = len(compile_model(model, params.slots).rotation_steps)
+    cap = max(params.log_n - 1, all_steps // 2)
+    srv = Server(model, params, max_galois_keys=cap)
+    assert len(srv.info.rotation_steps) <= cap < all_steps and srv.rotation_paths
+    c = Client(srv.public_info())
+    s = srv.open_session(c.key_bundle())
+    for p in c.key_parts():
+        srv.add_keys(s, p)
+    assert s.ready and len(srv.info.galois_elements) <= cap
+    got = c.decrypt(srv.evaluate(s, c.encrypt(image)))
+    want = forward(model, image[None])[0]
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+    assert srv.fingerprint != Server(model, params, max_galois_keys=None).fingerprint
 
 
 def test_small_key_sets_travel_in_the_bundle(params):
