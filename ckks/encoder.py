@@ -100,8 +100,11 @@ class Encoder:
         rows = ctx.q_rows(level)
         k = len(rows)
         data = np.empty((len(vectors) * k, ctx.n), dtype=np.uint64)
-        for b in range(len(vectors)):
-            self.coeffs_to_rns(coeffs[b], rows, data[b * k:(b + 1) * k])
+        if coeffs.size and np.max(np.abs(coeffs)) < 2.0 ** 62:  # one check and cast for all
+            modarith.reduce_signed_rows(coeffs.astype(np.int64), ctx.moduli(rows), data)
+        else:
+            for b in range(len(vectors)):
+                self.coeffs_to_rns(coeffs[b], rows, data[b * k:(b + 1) * k])
         ctx.ntt(data, np.tile(rows, len(vectors)))
         return [Plaintext(data[b * k:(b + 1) * k], level, scale, ctx.fingerprint)
                 for b in range(len(vectors))]

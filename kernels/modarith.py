@@ -142,6 +142,24 @@ def reduce_signed(x, q, out):
             out[i, j] = uint64(r)
 
 
+@njit(cache=True, parallel=True)
+def reduce_signed_rows(x, q, out):
+    """out[b * k + i, j] = x[b, j] mod q[i] for a batch of signed int64 vectors (|x| <= 2^62):
+    :func:`reduce_signed` over many vectors in one parallel region."""
+    nb, n = x.shape
+    k = q.shape[0]
+    for r in prange(nb * k):
+        b, i = r // k, r % k
+        qi = int64(q[i])
+        qinv = 1.0 / float64(qi)
+        for j in range(n):
+            v = x[b, j]
+            t = v - int64(float64(v) * qinv) * qi
+            t = t + qi if t < 0 else t
+            t = t - qi if t >= qi else t
+            out[r, j] = uint64(t)
+
+
 @njit(inline="always", cache=True)
 def mulmod_f(a, af, b, q, qinv):
     """mulmod with float64(a) supplied, for loops that multiply one a by several b."""

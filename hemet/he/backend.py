@@ -14,9 +14,13 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from ckks import Plaintext
-from kernels.modarith import reduce_signed
+from kernels.modarith import reduce_signed, reduce_signed_rows
 
-from ._fused import mul_add_ct
+from numba.typed import List
+
+from ckks import Ciphertext
+
+from ._fused import mul_add_ct, mul_add_many
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
@@ -216,9 +220,7 @@ class HEBackend:
             k = level + 1
             coeffs = np.stack([entries[i].data for i in compact])
             data = np.empty((len(compact) * k, ctx.n), dtype=np.uint64)
-            q = ctx.q_all[:k]
-            for r, i in enumerate(compact):
-                reduce_signed(coeffs[r], q, data[r * k:(r + 1) * k])
+            reduce_signed_rows(coeffs, ctx.q_all[:k], data)
             ctx.ntt(data, np.tile(ctx.q_rows(level), len(compact)))
             for r, i in enumerate(compact):
                 entries[i] = Plaintext(data[r * k:(r + 1) * k], level, float(scale), ctx.fingerprint)
@@ -288,6 +290,32 @@ class HEBackend:
         self.counts["add"] += 1
         mul_add_ct(ct.data, pt.data, self.ctx.q_all[: ct.level + 1], acc.data)
         return acc
+
+    def multiply_plain_add_many(self, acc: dict, terms) -> None:
+        """``acc[key] += ct * pt`` for every ``(key, ct, pt)`` (missing keys start at zero),
+        in place, in one fused kernel call for the batch."""
+        terms = list(terms)
+        if not terms:
+            return
+        ct0 = terms[0][1]
+        level = ct0.level
+        if any(ct.level != level or pt.level != level or ct.size != 2 for _, ct, pt in terms):
+            for key, ct, pt in terms:
+                acc[key] = self.multiply_plain_add(acc.get(key), ct, pt)
+            return
+        cts, pts, accs = List(), List(), List()
+        for key, ct, pt in terms:
+            a = acc.get(key)
+            if a is None:
+                a = acc[key] = Ciphertext(np.zeros_like(ct.data), level,
+                                          self.ev._checked_scale(ct.scale * pt.scale, level),
+                                          ct.context_id)
+            cts.append(ct.data)
+            pts.append(pt.data)
+            accs.append(a.data)
+        mul_add_many(cts, pts, accs, self.ctx.q_all[: level + 1])
+        self.counts["multiply_plain"] += len(terms)
+        self.counts["add"] += len(terms)
 
     def add(self, a, b):
         self.counts["add"] += 1

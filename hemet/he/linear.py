@@ -323,6 +323,17 @@ class LinearStage:
                         i, d = idx[pos]
                         yield k, j, i, d - d % B, d % B, pt
 
+    def _term_batches(self, backend, level, in_scales, out_scale):
+        """:meth:`_terms` in lists of at most ``batch`` terms of one input ciphertext."""
+        buf = []
+        for t in self._terms(backend, level, in_scales, out_scale, batch=self.batch):
+            if buf and (t[:2] != buf[0][:2] or len(buf) == self.batch):
+                yield buf
+                buf = []
+            buf.append(t)
+        if buf:
+            yield buf
+
     def evaluate(self, backend, inputs, out_scale: float = None) -> list:
         """``inputs``: per stage input, its list of ciphertexts (or mirror vectors).
 
@@ -349,12 +360,13 @@ class LinearStage:
         # one input ciphertext's rotations are alive at a time (the terms come grouped by (k, j))
         acc = {}
         rotated, current = None, None
-        for k, j, i, g, b, pt in self._terms(backend, level, in_scales, out_scale, batch=self.batch):
-            if (k, j) != current:
-                current, rotated = (k, j), None
-                babies = self._babies[(k, j)]
-                rotated = dict(zip(babies, backend.rotate_hoisted(inputs[k][j], babies)))
-            acc[(i, g)] = backend.multiply_plain_add(acc.get((i, g)), rotated[b], pt)
+        for terms in self._term_batches(backend, level, in_scales, out_scale):
+            if terms[0][:2] != current:
+                current, rotated = terms[0][:2], None
+                babies = self._babies[current]
+                rotated = dict(zip(babies, backend.rotate_hoisted(inputs[current[0]][current[1]], babies)))
+            backend.multiply_plain_add_many(acc, [((i, g), rotated[b], pt)
+                                                  for _, _, i, g, b, pt in terms])
         del rotated
         outputs = []
         any_ct = inputs[0][0]

@@ -96,6 +96,11 @@ class MirrorBackend:
         prod = self.multiply_plain(ct, pt)
         return prod if acc is None else self.add(acc, prod)
 
+    def multiply_plain_add_many(self, acc: dict, terms) -> None:
+        """``acc[key] = acc[key] + ct * pt`` for every ``(key, ct, pt)``."""
+        for key, ct, pt in terms:
+            acc[key] = self.multiply_plain_add(acc.get(key), ct, pt)
+
     def _same(self, a, b, what):
         if a.level != b.level:
             raise ValueError(f"{what}: levels {a.level} and {b.level} differ")

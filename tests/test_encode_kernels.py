@@ -1,4 +1,4 @@
-"""The batched inverse special FFT (encoding) against the canonical embedding's definition."""
+"""Encoding kernels: the batched inverse special FFT against the canonical embedding, batched reduction."""
 import warnings
 
 import numpy as np
@@ -46,3 +46,15 @@ def test_encode_many_equals_encode_each():
         ctx.encoder.encode_many([np.zeros(ctx.slots + 1)])
     with pytest.raises(ValueError):
         ctx.encoder.encode_many([np.array([np.nan])])
+
+
+def test_reduce_signed_rows_matches_python_integers():
+    from kernels import modarith
+    rng = np.random.default_rng(5)
+    q = np.array([(1 << 50) - 27, (1 << 40) + 15, 65537], dtype=np.uint64)
+    x = rng.integers(-(2 ** 62), 2 ** 62, (3, 64), dtype=np.int64)
+    x[0, :4] = [-(2 ** 62), 2 ** 62, -1, 0]
+    out = np.empty((9, 64), dtype=np.uint64)
+    modarith.reduce_signed_rows(x, q, out)
+    want = [[int(v) % int(p) for v in x[b]] for b in range(3) for p in q]
+    assert np.array_equal(out, np.array(want, dtype=np.uint64))
