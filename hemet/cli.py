@@ -194,6 +194,26 @@ register("eval", "evaluate a model file", _eval_setup, _eval_run)
 register("info", "parameters, MACs and multiplicative depth of a network", _info_setup, _info_run)
 
 
+# ------------------------------------------------------------------ search (hemet.search)
+
+def _search_command(name):
+    """Setup/run from hemet.search.commands, imported only when the command runs."""
+    def setup(p):
+        from .search import commands
+        getattr(commands, f"{name}_setup")(p)
+
+    def run(a):
+        from .search import commands
+        return getattr(commands, f"{name}_run")(a)
+    return setup, run
+
+
+register("calibrate", "time each HE operation per level for the latency model (hemet search)",
+         *_search_command("calibrate"))
+register("search", "greedy HE-friendly architecture search with the calibrated latency model",
+         *_search_command("search"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hemet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

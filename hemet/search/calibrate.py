@@ -1,0 +1,292 @@
+"""Per-operation latency of this engine at every level of a parameter set, measured through
+the same :class:`~hemet.he.backend.HEBackend` calls the executor makes (so an engine speed-up
+shows after recalibrating), and cached on disk as JSON with a description of the machine.
+
+A table is keyed by (log2 N, depth, dnum, threads) and holds, per operation of
+:mod:`hemet.search.counts`, the median seconds of one call at each level 0..depth (None where
+the executor never runs it: products and rescales need level >= 1).  ``hoist`` and
+``hoist_step`` come from two timed calls (one and ``HOIST_STEPS`` nonzero steps): a hoisted
+call costs ``hoist + m * hoist_step``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ckks import Plaintext
+
+from .counts import BATCH
+
+__all__ = ["machine", "table_key", "calibrate", "Calibration", "SHIPPED", "default_path"]
+
+SHIPPED = Path(__file__).resolve().parent / "calibration.json"
+HOIST_STEPS = 8
+FORMAT = "hemet-calibration"
+
+
+def default_path() -> Path:
+    """Where ``hemet calibrate`` writes and the predictor reads first:
+    ``$HEMET_CALIBRATION``, else the shipped file."""
+    env = os.environ.get("HEMET_CALIBRATION")
+    return Path(env) if env else SHIPPED
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What makes timings comparable: CPU, cores, IFMA path, library versions."""
+    from importlib import metadata
+
+    import numba
+
+    import kernels
+    try:
+        version = metadata.version("hemet")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "ifma": bool(kernels.HAS_IFMA),
+            "ifma_used": bool(kernels.USE_IFMA), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "hemet": version,
+            "commit": _commit()}
+
+
+def _commit() -> str | None:
+    """The engine's git commit, where the package runs from a checkout (calibrations go stale
+    when the engine changes, so the file says which engine it measured)."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def table_key(log_n: int, depth: int, dnum: int, threads: int) -> str:
+    return f"N2^{log_n}-L{depth}-dnum{dnum}-t{threads}"
+
+
+def _time(fn, n_items: int = 1, min_seconds: float = 0.05, reps: int = 5) -> float:
+    """Median seconds of one ``fn(i)`` over ``reps`` batches of calls lasting >= min_seconds;
+    ``i`` cycles over ``n_items`` (distinct operands: see ``POOL_BYTES``)."""
+    fn(0)
+    t0 = time.perf_counter()
+    fn(1 % n_items)
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_seconds / one))
+    out, i = [], 2
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn(i % n_items)
+            i += 1
+        out.append((time.perf_counter() - t0) / inner)
+    return statistics.median(out)
+
+
+# The executor streams distinct plaintexts, rotated ciphertexts and Galois keys from memory
+# (GiBs of them): timing one operand again and again measures cache-resident speed instead,
+# ~1.5x faster for ct x pt products at N = 2^15.  So operands come from pools this large
+# (beyond the last-level cache) and rotations cycle over ``KEYS`` distinct keys.
+POOL_BYTES = 640 << 20
+KEYS = 24
+
+
+def calibrate(log_n: int, depth: int, dnum: int, threads: int = None, levels=None,
+              reps: int = 5, log=None, insecure: bool = False, pool_bytes: int = POOL_BYTES,
+              keys: int = KEYS) -> dict:
+    """Measure one table (see module doc).  ``levels``: the levels to time (default all);
+    the others are left None.  ``insecure``: allow parameters below 128 bits (tests)."""
+    import ckks
+    from hemet.he import HEBackend
+
+    if threads is not None:
+        ckks.set_num_threads(threads)
+    threads = ckks.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ckks.SecurityWarning)
+        params = ckks.Parameters(log_n=log_n, depth=depth, dnum=dnum, allow_insecure=insecure)
+    ctx = ckks.Context(params)
+    kg = ckks.KeyGenerator(ctx)
+    n_keys = max(keys, HOIST_STEPS + 1)
+    steps = list(range(1, n_keys + 1))
+    ev = ckks.Evaluator(ctx, kg.relin_key(), kg.galois_keys(steps))
+    enc = ckks.Encryptor(ctx, kg.public_key)
+    be = HEBackend(ev, enc, None, max_cache_bytes=None)
+    rng = np.random.default_rng(0)
+    slots, n = params.slots, params.n
+    top = enc.encrypt(rng.uniform(-1, 1, slots))
+    ops = {k: [None] * (depth + 1) for k in
+           ("rotate", "hoist", "hoist_step", "hoist_copy", "mul_plain", "mul_new", "mul_add",
+            "add", "add_plain", "square", "rescale", "drop_level", "encode", "convert", "convert1")}
+    levels = sorted(set(range(depth + 1) if levels is None else levels), reverse=True)
+    vec = rng.uniform(-1, 1, slots)
+    hoists = [steps[i:i + HOIST_STEPS] for i in range(0, n_keys - HOIST_STEPS + 1, HOIST_STEPS)]
+    t_start = time.perf_counter()
+    for level in levels:
+        limb = n * 8 * (level + 1)
+        n_ct = int(min(max(pool_bytes // (3 * limb), 4), 2048))
+        cts = [ev.drop_level(top, level)]
+        for i in range(1, n_ct):  # distinct copies (the values do not matter for timing)
+            cts.append(cts[0].copy())
+        ct = cts[0]
+        ops["rotate"][level] = _time(lambda i: be.rotate(cts[i % n_ct], steps[i % n_keys]), n_keys, reps=reps)
+        t1 = _time(lambda i: be.rotate_hoisted(cts[i % n_ct], [steps[i % n_keys]]), n_keys, reps=reps)
+        tm = _time(lambda i: be.rotate_hoisted(cts[i % n_ct], hoists[i % len(hoists)]), len(hoists) * n_ct,
+                   reps=reps)
+        step = max((tm - t1) / (HOIST_STEPS - 1), 0.0)
+        ops["hoist_step"][level] = step
+        ops["hoist"][level] = max(t1 - step, 0.0)
+        ops["hoist_copy"][level] = _time(lambda i: be.rotate_hoisted(cts[i], [0]), n_ct, reps=reps)
+        ops["add"][level] = _time(lambda i: be.add(cts[i], cts[(i + 1) % n_ct]), n_ct, reps=reps)
+        ops["add_plain"][level] = _time(lambda i: be.add_plain(cts[i], vec), n_ct, reps=reps)
+        if level >= 1:
+            scale = params.scale
+            pt0 = ctx.encoder.encode(vec, level=level, scale=scale)
+            pts = [pt0] + [Plaintext(pt0.data.copy(), level, pt0.scale, pt0.context_id)
+                           for _ in range(n_ct - 1)]
+            ops["mul_plain"][level] = _time(lambda i: be.multiply_plain(cts[i], pts[i]), n_ct, reps=reps)
+            # the stage's products: batches of BATCH terms, one kernel call each, into
+            # accumulators that exist (mul_add) or start at zero (mul_new)
+            nb = max(n_ct // BATCH, 1)
+            terms = [[((b, t), cts[(b * BATCH + t) % n_ct], pts[(b * BATCH + t) % n_ct])
+                      for t in range(BATCH)] for b in range(nb)]
+            accs = {}
+            for tb in terms:
+                be.multiply_plain_add_many(accs, tb)
+            ops["mul_add"][level] = _time(lambda i: be.multiply_plain_add_many(accs, terms[i]), nb,
+                                          reps=reps) / BATCH
+            ops["mul_new"][level] = _time(lambda i: be.multiply_plain_add_many({}, terms[i]), nb,
+                                          reps=reps) / BATCH
+            del accs, terms
+            del pts
+            ops["square"][level] = _time(lambda i: be.square(cts[i]), n_ct, reps=reps)
+            ops["rescale"][level] = _time(lambda i: be.rescale(cts[i]), n_ct, reps=reps)
+            ops["drop_level"][level] = _time(lambda i: be.drop_level(cts[i], level - 1), n_ct, reps=reps)
+            ops["encode"][level] = _encode_seconds(be, vec, level, scale, reps)
+            ops["convert"][level], ops["convert1"][level] = _convert_seconds(
+                be, vec, level, scale, reps, max(64, pool_bytes // (n * 8)))
+        del cts
+        if log:
+            log(f"  level {level}: rotate {ops['rotate'][level] * 1e3:.2f} ms, hoisted "
+                f"{ops['hoist'][level] * 1e3:.2f} + {ops['hoist_step'][level] * 1e3:.2f}/step ms"
+                + (f", mul_add {ops['mul_add'][level] * 1e3:.3f} ms, encode "
+                   f"{ops['encode'][level] * 1e3:.2f} ms, convert {ops['convert'][level] * 1e3:.3f} ms"
+                   if level >= 1 else ""))
+    return {"log_n": log_n, "depth": depth, "dnum": dnum, "threads": threads,
+            "levels": levels, "ops": ops, "seconds": round(time.perf_counter() - t_start, 1),
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg()[0]}
+
+
+_uid = iter(range(1 << 62))
+
+
+def _encode_seconds(be, vec, level, scale, reps) -> float:
+    """A plaintext encoded on use, as the executor's batched fetch does (cache misses)."""
+    batch = BATCH
+
+    def run(_):
+        items = [(("calib", next(_uid)), (lambda g=g: np.roll(vec, g))) for g in range(batch)]
+        be.encode_cached_many(items, level, scale)
+
+    cache, be.cache.max_bytes = be.cache.max_bytes, 0
+    try:
+        return _time(run, reps=reps) / batch
+    finally:
+        be.cache.max_bytes = cache
+
+
+def _convert_seconds(be, vec, level, scale, reps, n_pinned) -> tuple[float, float]:
+    """Pinned compact plaintexts turned into NTT form: per plaintext in a batch of 32, and alone."""
+    n_pinned = -(-n_pinned // BATCH) * BATCH
+    keys = [("calib-pin", next(_uid)) for _ in range(n_pinned)]
+    be.cache.clear()
+    be.cache.max_bytes = (n_pinned + 1) * be.ctx.n * 8
+    be.pinning, be.pin_pending = True, 1 << 40  # no room in NTT form: every entry compact
+    try:
+        first = be.encode_cached(keys[0], lambda: vec, level, scale)
+        be.encode_cached(keys[0], lambda: vec, level, scale)
+        data = be.cache._d[keys[0]].data
+        for k in keys[1:]:  # the same coefficients, distinct arrays (no FFT per entry)
+            be.cache.get(k, lambda: type(be.cache._d[keys[0]])(data.copy()), pin=True)
+    finally:
+        be.pinning, be.pin_pending = False, 0
+    del first
+    batches = [[(k, lambda: vec) for k in keys[b:b + BATCH]] for b in range(0, n_pinned, BATCH)]
+    many = _time(lambda i: be.encode_cached_many(batches[i], level, scale), len(batches), reps=reps) / BATCH
+    one = _time(lambda i: be.encode_cached(keys[i], lambda: vec, level, scale), n_pinned, reps=reps)
+    be.cache.clear()
+    be.cache.max_bytes = None
+    return many, one
+
+
+class Calibration:
+    """Tables on disk (JSON): ``{"format", "version", "machine", "tables": {key: table}}``."""
+
+    def __init__(self, data: dict = None, path: Path = None):
+        self.data = data or {"format": FORMAT, "version": 1, "machine": machine(), "tables": {}}
+        self.path = path
+
+    @classmethod
+    def load(cls, path=None) -> "Calibration":
+        path = Path(path) if path else default_path()
+        if not path.is_file():
+            if path != SHIPPED and SHIPPED.is_file():
+                return cls(json.loads(SHIPPED.read_text()), path)
+            return cls(path=path)
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a calibration file")
+        return cls(data, path)
+
+    def save(self, path=None) -> Path:
+        path = Path(path or self.path or default_path())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, path)
+        self.path = path
+        return path
+
+    @property
+    def tables(self) -> dict:
+        return self.data["tables"]
+
+    def add(self, table: dict) -> None:
+        self.data["machine"] = machine()
+        self.tables[table_key(table["log_n"], table["depth"], table["dnum"], table["threads"])] = table
+
+    def same_machine(self) -> bool:
+        mine, theirs = machine(), self.data.get("machine", {})
+        return all(mine.get(k) == theirs.get(k) for k in ("cpu", "cores", "ifma_used"))
+
+    def table(self, log_n: int, depth: int, dnum: int, threads: int) -> tuple[dict, bool]:
+        """(table, exact): the table for these parameters, else the one with the same ring
+        degree and threads and the nearest depth >= this one (then the nearest below):
+        non-key-switching costs per level depend only on N and the level; key switching
+        also on the digits, so such a table is approximate (``exact`` False)."""
+        key = table_key(log_n, depth, dnum, threads)
+        if key in self.tables:
+            return self.tables[key], True
+        same = [t for t in self.tables.values() if t["log_n"] == log_n and t["threads"] == threads]
+        if not same:
+            raise KeyError(f"no calibration for N = 2^{log_n} with {threads} threads "
+                           f"(have {sorted(self.tables)}); run `hemet calibrate`")
+        above = [t for t in same if t["depth"] >= depth]
+        best = min(above, key=lambda t: t["depth"]) if above else max(same, key=lambda t: t["depth"])
+        return best, False

@@ -1,0 +1,137 @@
+"""The search space and the greedy search (accuracy functions stubbed where fine-tuning is not
+the point), and the shipped result: the search reproduces hemet-fire1-4."""
+import json
+
+import numpy as np
+import pytest
+
+from hemet import layers as L
+from hemet import modelfile, zoo
+from hemet.graph import INPUT, Graph
+from hemet.he.program import compile_model
+from hemet.search import search as S
+from hemet.search.blocks import find_blocks, merge_block, replace_block, same_structure
+from hemet.search.calibrate import Calibration
+from hemet.search.counts import OPS
+
+pytestmark = pytest.mark.filterwarnings("ignore::ckks.SecurityWarning")
+
+
+def test_replacing_every_fire_gives_the_zoo_hemet_networks():
+    g = zoo.build("squeezenet")
+    assert [b.name for b in find_blocks(g)] == ["fire1", "fire2", "fire3", "fire4"]
+    want = {4: "hemet-fire4", 3: "hemet-fire3-4", 2: "hemet-fire2-4", 1: "hemet-fire1-4"}
+    for i in (4, 3, 2, 1):
+        g = replace_block(g, next(b for b in find_blocks(g) if b.name == f"fire{i}"))
+        assert same_structure(g, zoo.build(want[i]))
+    assert not same_structure(g, zoo.build("hemet-fire2-4"))
+
+
+@pytest.mark.parametrize("net", ["squeezenet", "dwsep"])
+def test_changes_save_two_levels(net):
+    g = zoo.build(net)
+    m = modelfile.Model(g, zoo.random_weights(g, 0))
+    depth = compile_model(m, 2 ** 14, materialize=False, global_pool="rotate").depth
+    for b in find_blocks(g):
+        for change in (replace_block, merge_block):
+            g2 = change(g, b)
+            m2 = modelfile.Model(g2, zoo.random_weights(g2, 0))
+            assert compile_model(m2, 2 ** 14, materialize=False, global_pool="rotate").depth == depth - 2
+            assert g2.shapes[g2.output] == (10,)
+    b = find_blocks(g)[0]
+    assert merge_block(merge_block(g, b), b) is None
+
+
+def _flat_calibration():
+    """Latency proportional to limbs for every op at both rings (a stand-in calibration)."""
+    cal = Calibration({"format": "hemet-calibration", "version": 1, "machine": {}, "tables": {}})
+    for log_n, depth in ((12, 30), (13, 30), (14, 30), (15, 30), (16, 30)):
+        cal.add({"log_n": log_n, "depth": depth, "dnum": 1, "threads": 2,
+                 "ops": {op: [1e-4 * (lv + 1) * 2 ** (log_n - 15) for lv in range(depth + 1)]
+                         for op in OPS}})
+    return cal
+
+
+def _small_fire_net():
+    nodes = [L.Node("normalize", L.Normalize((0.5,) * 3, (0.25,) * 3), (INPUT,))]
+    nodes += L.ConvBNAct(3, 8, 3).nodes("conv1", "normalize")
+    nodes += L.Fire(8, 4, 8, 8).nodes("fire1", "conv1_act")
+    nodes += [L.Node("pool", L.AvgPool(2), ("fire1_act",))]
+    nodes += L.Fire(16, 4, 8, 8).nodes("fire2", "pool")
+    nodes += [L.Node("classifier", L.Conv2d(16, 10, 1, 1, 0, 1, True), ("fire2_act",)),
+              L.Node("gap", L.GlobalAvgPool(), ("classifier",))]
+    g = Graph("small-fire", nodes, 10, input_shape=(3, 8, 8))
+    return modelfile.Model(g, zoo.random_weights(g, 0))
+
+
+def test_accuracy_gate_and_decision_log(tmp_path):
+    """A change is kept only when the stubbed accuracy stays within the tolerance."""
+    model = _small_fire_net()
+    seen = []
+
+    def acc(graph, weights):
+        seen.append(graph)
+        names = {n.name for n in graph.nodes}
+        # the replacement of fire2 costs 2 points, anything else 0.1
+        return (0.78 if "conv_f2_conv" in names else 0.799 if len(seen) > 1 else 0.80), weights
+
+    cfg = S.SearchConfig(threads=2, tolerance=0.005)
+    res = S.greedy_search(model, cfg, tmp_path, _flat_calibration(), log=lambda m: None, accuracy_fn=acc)
+    dec = [d for d in res["decisions"] if d.get("reason") != "not applicable"]
+    by = {(d["block"], d["change"]): d for d in dec}
+    assert res["accuracy_check"] == "fine-tune"
+    assert any(d["kept"] for d in dec if d["block"] == "fire1")
+    f2 = [d for d in dec if d["block"] == "fire2"]
+    assert by[("fire2", "replace")]["kept"] is False or by[("fire2", "replace")]["accuracy"] == 0.78
+    assert not (by.get(("fire2", "replace"), {}).get("kept"))
+    for d in dec:
+        if "accuracy" in d and d["accuracy"] != "skipped" and d["kept"]:
+            assert d["accuracy"] >= d["accuracy_before"] - 0.005
+            assert d["predicted_s"] < d["latency_before_s"]
+    final = modelfile.load(res["model"])
+    assert final.graph.depth() < model.graph.depth()
+    assert json.loads((tmp_path / "search.json").read_text())["decisions"] == res["decisions"]
+    assert f2
+
+
+def test_resume_gives_the_same_result(tmp_path):
+    model = _small_fire_net()
+    cfg = S.SearchConfig(threads=2)
+    cal = _flat_calibration()
+    full = S.greedy_search(model, cfg, tmp_path / "a", cal, log=lambda m: None)
+    calls = {"n": 0}
+
+    class Stop(Exception):
+        pass
+
+    def acc(graph, weights):
+        calls["n"] += 1
+        if calls["n"] == 3:  # start + fire1's first candidate, then stop inside fire2
+            raise Stop
+        return 0.5, weights
+
+    with pytest.raises(Stop):
+        S.greedy_search(model, cfg, tmp_path / "b", cal, log=lambda m: None, accuracy_fn=acc)
+    state = json.loads((tmp_path / "b" / S.STATE).read_text())
+    assert state["next_block"] == 1
+    res = S.greedy_search(model, cfg, tmp_path / "b", cal, resume=True, log=lambda m: None,
+                          accuracy_fn=lambda g, w: (0.5, w))
+    assert same_structure(modelfile.load(res["model"]).graph, modelfile.load(full["model"]).graph)
+    assert [d["block"] for d in res["decisions"]] == [d["block"] for d in full["decisions"]]
+
+
+def test_search_without_finetune_reproduces_the_shipped_hemet_network(tmp_path, capsys):
+    """From SqueezeNet-CIFAR with the shipped calibration: hemet-fire1-4 (issue 5's bar)."""
+    from hemet.cli import main
+    rc = main(["search", "--model", "squeezenet", "--finetune-steps", "0", "--out", str(tmp_path),
+               "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["accuracy_check"] == "skipped"
+    got = modelfile.load(res["model"]).graph
+    assert same_structure(got, zoo.build("hemet-fire1-4"))
+    assert res["final"]["depth"] == 11 and res["final"]["log_n"] == 15
+    assert res["final"]["predicted_s"] < res["start"]["predicted_s"]
+    kept = [d for d in res["decisions"] if d["kept"]]
+    assert [(d["block"], d["change"], d["accuracy"]) for d in kept] == [
+        (f"fire{i}", "replace", "skipped") for i in (1, 2, 3, 4)]
