@@ -187,7 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--layout", choices=["multiplexed", "packed", "per_channel", "per_channel_strided"], default="multiplexed")
-    p.add_argument("--global-pool", choices=["rotate", "matrix"], default="rotate")
+    p.add_argument("--global-pool", choices=["sum", "rotate", "matrix"], default="sum",
+                   help="sum: channel sums before the classifier, exact zeros outside the logits (the server's choice)")
     p.add_argument("--pool", choices=["rotate", "matrix"], default="rotate",
                    help="2x2 average pools: rotate-and-add in place, or folded into the next stage")
     p.add_argument("--activation", choices=["prescaled", "merged"], default="prescaled")
