@@ -52,3 +52,17 @@ def test_seeds_come_from_the_os(monkeypatch):
     monkeypatch.setattr(sampling.secrets, "token_bytes", spy)
     sampling.new_seed()
     assert calls == [32]
+
+
+def test_uniform_mod_hits_every_residue_equally():
+    """Small primes make any bias of the reduction visible: every residue class near 1/q."""
+    n = 1 << 16
+    for q in (17, 257, 65537):
+        u = sampling.uniform_mod(sampling.new_seed(), [q], n)[0]
+        assert u.max() < q
+        if q <= 257:
+            freq = np.bincount(u.astype(np.int64), minlength=q) / n
+            sd = np.sqrt((1 / q) * (1 - 1 / q) / n)
+            assert np.all(np.abs(freq - 1 / q) < 5 * sd)
+        else:  # too many classes for counts: halves of the range instead
+            assert abs(np.mean(u < q // 2) - (q // 2) / q) < 5 * 0.5 / np.sqrt(n)
