@@ -95,6 +95,8 @@ def _train_setup(p: argparse.ArgumentParser) -> None:
                    metavar=("A", "B", "C"))
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="train eagerly instead of through torch.compile (about 2x slower)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16 autocast (auto: where the CPU does bf16 natively)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -108,7 +110,7 @@ def _train_run(a: argparse.Namespace) -> int:
         act_reg=a.act_reg, act_range=a.act_range, poly_init=tuple(a.poly_init),
         activation=a.activation, n_val=a.n_val, seed=a.seed, threads=a.threads,
         limit_train=a.limit_train, export=a.export, progress=not a.no_progress,
-        max_minutes=a.max_minutes, compile=a.compile)
+        max_minutes=a.max_minutes, compile=a.compile, precision=a.precision)
     summary = train(cfg, resume=a.resume, log=lambda m: print(m, flush=True))
     print(json.dumps(summary))
     return 0
