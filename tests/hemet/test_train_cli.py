@@ -117,7 +117,7 @@ def test_train_is_deterministic(tmp_path, capsys, cifar10_dir):
         out = tmp_path / f"r{i}"
         rc, _, _ = _run(capsys, ["train", "--model", "dwsep", "--data", str(cifar10_dir), "--out",
                                  str(out), "--batch-size", "25", "--n-val", "20", "--epochs", "1",
-                                 "--no-progress"])
+                                 "--no-progress", "--no-compile"])
         assert rc == 0
         finals.append(torch.load(out / "last.pt", weights_only=False)["model"])
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
@@ -155,7 +155,7 @@ def test_train_cifar100_head(tmp_path, capsys, cifar100_dir):
     pytest.importorskip("torch", reason="torch not installed")
     rc, _, _ = _run(capsys, ["train", "--model", "dwsep", "--dataset", "cifar100", "--data",
                              str(cifar100_dir), "--out", str(tmp_path / "r"), "--batch-size", "10",
-                             "--n-val", "10", "--epochs", "1", "--no-progress", "--export",
+                             "--n-val", "10", "--epochs", "1", "--no-progress", "--no-compile", "--export",
                              str(tmp_path / "m100")])
     assert rc == 0
     m = modelfile.load(tmp_path / "m100")
