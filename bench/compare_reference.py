@@ -243,6 +243,19 @@ def profile_keyswitch(ours: Ours, repeat):
         "inner_product": lambda: ks.inner_product(ext, key, level),
         "mod_down": lambda: ks.mod_down(acc, level),
     }
+    # hoisted rotations to ROT_STEPS, as rotate_hoisted runs them: one ModUp, then the keys
+    # through the batched kernels (KeySwitcher.rotate_ext_many)
+    from ckks import galois_element
+    gs = [galois_element(s, ctx.n) for s in ROT_STEPS]
+    hkeys = [ours.ev.galois_keys.get(g).data for g in gs]
+    perms = [ours.ev._perm(g) for g in gs]
+    ct = ours.ct
+    fns.update({
+        f"hoisted x{len(gs)}: rotate_hoisted (total)": lambda: ours.ev.rotate_hoisted(ct, ROT_STEPS),
+        f"hoisted x{len(gs)}: decompose (once)": lambda: ks.decompose(ct.data[1], level),
+        f"hoisted x{len(gs)}: rotate_ext_many (all keys)": lambda: ks.rotate_ext_many(
+            ext, hkeys, ct.data[0], perms, level),
+    })
     med = time_pairs(fns, repeat)
     k = level + 1
     n_up_ntt = sum(len(t[2]) for t in ks._up_tables(level))
@@ -433,8 +446,15 @@ def main(argv=None):
               f"{digits} digits, alpha {p.alpha}):")
         total = med_p["switch (total)"]
         for name, ms in med_p.items():
+            if name.startswith("hoisted"):
+                continue
             extra_s = f"  ({limbs[name]} limb NTTs inside)" if name in limbs else ""
             print(f"  {name:<38}{ms:9.3f} ms {100 * ms / total:5.1f}%{extra_s}")
+        hoisted = {n: ms for n, ms in med_p.items() if n.startswith("hoisted")}
+        total = next(iter(hoisted.values()))
+        print(f"hoisted rotations (ours, {len(ROT_STEPS)} keys, timed alongside):")
+        for name, ms in hoisted.items():
+            print(f"  {name:<46}{ms:9.3f} ms {100 * ms / total:5.1f}%")
     return results
 
 

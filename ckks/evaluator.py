@@ -308,9 +308,24 @@ class Evaluator:
         self._rotation_input(a)
         steps = [int(s) % self.ctx.slots for s in steps]
         keys = {s: self._galois_key(galois_element(s, self.ctx.n), f"rotation by {s}") for s in steps if s}
-        ext = self._ks.decompose(a.data[1], a.level) if keys else None
-        return [a.copy() if s == 0 else
-                self._apply_galois(a, galois_element(s, self.ctx.n), keys[s], ext) for s in steps]
+        if not keys:
+            return [a.copy() for _ in steps]
+        # one ModUp, then every key through the batched kernels (digits loaded once per row)
+        ext = self._ks.decompose(a.data[1], a.level)
+        order = list(keys)
+        data = self._ks.rotate_ext_many(ext, [keys[s].data for s in order], a.data[0],
+                                        [self._perm(galois_element(s, self.ctx.n)) for s in order],
+                                        a.level)
+        index = {s: i for i, s in enumerate(order)}
+        out, used = [], set()
+        for s in steps:
+            if s == 0:
+                out.append(a.copy())
+                continue
+            d = data[index[s]]
+            out.append(Ciphertext(d.copy() if s in used else d, a.level, a.scale, a.context_id))
+            used.add(s)
+        return out
 
     @_op("conjugate")
     def conjugate(self, a: Ciphertext):

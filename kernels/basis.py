@@ -474,3 +474,157 @@ def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, ad
                 p = perm[j]
                 o0[j] = a0[p]
                 o1[j] = a1[p]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hoisted rotations: one ciphertext's digits against several Galois keys in one pass
+# ---------------------------------------------------------------------------------------------
+# ``keys`` is a tuple of HOIST_GROUP switching keys (padded by repetition; the first ``count``
+# are used), ``perms`` (count, N) their NTT-domain permutations (int64 / uint64; read only for
+# the unfused cases), ``codes`` (count, N/8) the same permutations as scatter codes
+# (``ifma_arith.scatter_codes``, blocked ones), y (count, 2 alpha, N) the scratch of their P
+# rows and ``out`` a tuple of as many (2, k, N) results (padded alike).
+# Work items are (pair of rows, key), keys innermost, so a row's twiddles and c0's row are
+# reused across keys.  IFMA finish, per item: both rows' ModDown conversions in one pass over
+# the key's P rows (``conv_row2``), their NTTs, then per row a single pass that computes the
+# inner product, ModDown's last step, + c0 and the permutation (``ip_moddown_perm_row``):
+# no inner-product scratch rows, each permuted block stored at its destination.
+# ``nt``: write the (blocked-permutation) results with non-temporal stores, for outputs much
+# larger than the caches (every ``out`` row 64-byte aligned).
+# out[i] = (sigma_i(c0 + u0_i), sigma_i(u1_i)) with u_i = ModDown(ext * keys[i]).
+HOIST_GROUP = 8
+
+
+@njit(cache=True, parallel=True)
+def hoisted_prepare_ifma(ext, keys, count, qp_rows, q, qneg, w, ws, ni, ni_c, w1n, w1n_c, y):
+    m = ext.shape[1]
+    alpha = y.shape[1] // 2
+    k = m - alpha
+    for it in prange(alpha * count):
+        j = it // count
+        i = it - j * count
+        key = keys[i]
+        g = qp_rows[k + j]
+        y0 = y[i, j]
+        y1 = y[i, alpha + j]
+        _fx.ip_row_mont(ext, key, k + j, g, q[g], qneg[g], y0, y1)
+        _inv_limb_ifma(y0, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+        _inv_limb_ifma(y1, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+
+
+@njit(cache=True, parallel=True)
+def hoisted_prepare_portable(ext, keys, count, qp_rows, q, w, wf, ni, ni_c, w1n, w1n_c, y):
+    m = ext.shape[1]
+    alpha = y.shape[1] // 2
+    k = m - alpha
+    for it in prange(alpha * count):
+        j = it // count
+        i = it - j * count
+        key = keys[i]
+        g = qp_rows[k + j]
+        y0 = y[i, j]
+        y1 = y[i, alpha + j]
+        _ip_row_portable(ext, key, k + j, g, q[g], y0, y1)
+        _inv_limb_portable(y0, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+        _inv_limb_portable(y1, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+
+
+@njit(cache=True, parallel=True)
+def hoisted_finish_ifma(ext, keys, count, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
+                        c0, perms, blocked, codes, nt, tmp, out):
+    k = out[0].shape[1]
+    alpha = y.shape[1] // 2
+    fuse = ext.shape[0] <= _fx.GROUP
+    pairs = (k + 1) // 2
+    # items (row pair, key): one pass over a key's P rows serves both rows' conversions
+    for it in prange(pairs * count):
+        pr = it // count
+        i = it - pr * count
+        key = keys[i]
+        scratch = tmp[get_thread_id()]
+        yi = y[i]
+        perm = perms[i]
+        ra = 2 * pr
+        rb = min(ra + 1, k - 1)
+        if fuse and blocked[i]:
+            # both ModDown conversions of both rows first, then per row one pass: inner
+            # product, last step, c0, permutation (no inner-product scratch rows)
+            ga = qp_rows[ra]
+            gb = qp_rows[rb]
+            t0a = scratch[0]
+            t1a = scratch[1]
+            t0b = scratch[2]
+            t1b = scratch[3]
+            if rb != ra:
+                _fx.conv_row2(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a, cm[rb], q[gb], qneg[gb], t0b)
+                _fx.conv_row2(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a,
+                              cm[rb], q[gb], qneg[gb], t1b)
+            else:
+                _fx.conv_row(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a)
+                _fx.conv_row(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a)
+            _fwd_limb_ifma(t0a, w[ga], ws[ga], q[ga])
+            _fwd_limb_ifma(t1a, w[ga], ws[ga], q[ga])
+            _fx.ip_moddown_perm_row(ext, key, ra, ga, q[ga], qneg[ga], t0a, t1a, p_inv[ra],
+                                    p_inv_c[ra], c0[ra], codes[i], out[i][0, ra], out[i][1, ra], nt)
+            if rb != ra:
+                _fwd_limb_ifma(t0b, w[gb], ws[gb], q[gb])
+                _fwd_limb_ifma(t1b, w[gb], ws[gb], q[gb])
+                _fx.ip_moddown_perm_row(ext, key, rb, gb, q[gb], qneg[gb], t0b, t1b, p_inv[rb],
+                                        p_inv_c[rb], c0[rb], codes[i], out[i][0, rb],
+                                        out[i][1, rb], nt)
+            continue
+        a0 = scratch[0]
+        a1 = scratch[1]
+        t = scratch[2]
+        for r in range(ra, rb + 1):
+            g = qp_rows[r]
+            qg = q[g]
+            _fx.ip_row_mont(ext, key, r, g, qg, qneg[g], a0, a1)
+            _fx.conv_row(yi, 0, alpha, cm[r], qg, qneg[g], t)
+            _fwd_limb_ifma(t, w[g], ws[g], qg)
+            if blocked[i]:
+                _fx.sub_mul_add_perm_row(a0, t, p_inv[r], p_inv_c[r], c0[r], True, qg, perm, out[i][0, r])
+                _fx.conv_row(yi, alpha, 2 * alpha, cm[r], qg, qneg[g], t)
+                _fwd_limb_ifma(t, w[g], ws[g], qg)
+                _fx.sub_mul_add_perm_row(a1, t, p_inv[r], p_inv_c[r], t, False, qg, perm, out[i][1, r])
+            else:
+                _fx.sub_mul_add_row(a0, t, p_inv[r], p_inv_c[r], c0[r], qg, a0)
+                _fx.conv_row(yi, alpha, 2 * alpha, cm[r], qg, qneg[g], t)
+                _fwd_limb_ifma(t, w[g], ws[g], qg)
+                _fx.sub_mul_row(a1, t, p_inv[r], p_inv_c[r], qg, a1)
+                _fx.permute_row(a0, perm, False, out[i][0, r])
+                _fx.permute_row(a1, perm, False, out[i][1, r])
+
+
+@njit(cache=True, parallel=True)
+def hoisted_finish_portable(ext, keys, count, y, cm, qp_rows, q, p_inv, w, wf, c0, perms, tmp, out):
+    k = out[0].shape[1]
+    n = out[0].shape[2]
+    alpha = y.shape[1] // 2
+    for it in prange(k * count):
+        r = it // count
+        i = it - r * count
+        key = keys[i]
+        g = qp_rows[r]
+        qi = q[g]
+        scratch = tmp[get_thread_id()]
+        a0 = scratch[0]
+        a1 = scratch[1]
+        t = scratch[2]
+        yi = y[i]
+        _ip_row_portable(ext, key, r, g, qi, a0, a1)
+        _conv_row_portable(yi, 0, alpha, cm[r], qi, t)
+        _fwd_limb_portable(t, w[g], wf[g], qi)
+        _sub_mul_row_portable(a0, t, p_inv[r], qi, a0)
+        _conv_row_portable(yi, alpha, 2 * alpha, cm[r], qi, t)
+        _fwd_limb_portable(t, w[g], wf[g], qi)
+        _sub_mul_row_portable(a1, t, p_inv[r], qi, a1)
+        cr = c0[r]
+        o0 = out[i][0, r]
+        o1 = out[i][1, r]
+        perm = perms[i]
+        for j in range(n):
+            p = perm[j]
+            v = a0[p] + cr[p]
+            o0[j] = min(v, v - qi)
+            o1[j] = a1[p]

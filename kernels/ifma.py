@@ -84,6 +84,38 @@ def vbcast(typingctx, x):
     return V8(x), codegen
 
 
+@intrinsic
+def vstore_nt(typingctx, ary, idx, v):
+    """ary[idx : idx + 8] = v with a non-temporal store (bypasses the caches: for large
+    outputs that are not read back soon).  The address must be 64-byte aligned."""
+    if not (_is_u64_array(ary) and isinstance(idx, types.Integer) and v == V8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1])
+        st = builder.store(args[2], ptr, align=64)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
+        return context.get_dummy_value()
+
+    return types.void(ary, idx, v), codegen
+
+
+@intrinsic
+def lanes3(typingctx, code):
+    """Lane l = (code >> 3l) & 7 for l = 0..7 (eight 3-bit lane indices packed in a uint64)."""
+    if not isinstance(code, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(_I32, 0))
+        v = builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
+                                   ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+        v = builder.lshr(v, ir.Constant(_VEC, [3 * lane for lane in range(8)]))
+        return builder.and_(v, ir.Constant(_VEC, [7] * 8))
+
+    return V8(code), codegen
+
+
 def _binop(name, fn):
     def typer(typingctx, a, b):
         if a != V8 or b != V8:

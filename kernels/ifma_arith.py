@@ -19,7 +19,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .ifma import V8, madd52hi, madd52lo, vadd, vand, vbcast, vload, vmin, vstore, vsub
+from .ifma import V8, lanes3, madd52hi, madd52lo, vadd, vand, vbcast, vload, vmin, vstore, vstore_nt, vsub
 
 GROUP = 4
 MASK52 = np.uint64((1 << 52) - 1)
@@ -81,6 +81,19 @@ def blocked_permutation(perm) -> bool:
     permutation per 8 entries instead of a gather."""
     p = np.asarray(perm).reshape(-1, 8)
     return bool(((p >> 3) == (p[:, :1] >> 3)).all())
+
+
+def scatter_codes(perm) -> np.ndarray:
+    """A blocked permutation (``blocked_permutation``) as one uint64 per *source* block b:
+    (destination block << 32) | the destination's eight 3-bit lane indices, so a kernel can
+    walk its input in order and store each permuted block where it belongs
+    (out[8 D + l] = a[8 b + lane_l] for code (D << 32) | lanes)."""
+    p = np.asarray(perm, dtype=np.int64).reshape(-1, 8)
+    src = p[:, 0] >> 3
+    lanes = ((p & 7) << (3 * np.arange(8, dtype=np.int64))).sum(axis=1)
+    codes = np.empty(len(p), dtype=np.uint64)
+    codes[src] = (np.arange(len(p), dtype=np.uint64) << np.uint64(32)) | lanes.astype(np.uint64)
+    return codes
 
 
 @njit(cache=True, inline="always")
@@ -214,6 +227,45 @@ def conv_row(y, lo, hi, cm, ps, pnegs, out):
 
 
 @njit(cache=True, inline="always")
+def conv_row2(y, lo, hi, cma, pas, pnegas, outa, cmb, pbs, pnegbs, outb):
+    """``conv_row`` to two targets in one pass over the source rows (each loaded once):
+    outa with (cma, pas), outb with (cmb, pbs)."""
+    if hi - lo != GROUP:
+        conv_row(y, lo, hi, cma, pas, pnegas, outa)
+        conv_row(y, lo, hi, cmb, pbs, pnegbs, outb)
+        return
+    n = np.uint64(outa.shape[0])
+    zero = vbcast(np.uint64(0))
+    pa = vbcast(pas)
+    pnega = vbcast(pnegas)
+    pb = vbcast(pbs)
+    pnegb = vbcast(pnegbs)
+    ca0 = vbcast(cma[0])
+    ca1 = vbcast(cma[1])
+    ca2 = vbcast(cma[2])
+    ca3 = vbcast(cma[3])
+    cb0 = vbcast(cmb[0])
+    cb1 = vbcast(cmb[1])
+    cb2 = vbcast(cmb[2])
+    cb3 = vbcast(cmb[3])
+    b0 = np.uint64(lo) * n
+    b1 = b0 + n
+    b2 = b1 + n
+    b3 = b2 + n
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        v0 = vload(y, b0 + jj)
+        v1 = vload(y, b1 + jj)
+        v2 = vload(y, b2 + jj)
+        v3 = vload(y, b3 + jj)
+        lo_ = vadd(madd52lo(madd52lo(zero, v0, ca0), v1, ca1), madd52lo(madd52lo(zero, v2, ca2), v3, ca3))
+        hi_ = vadd(madd52hi(madd52hi(zero, v0, ca0), v1, ca1), madd52hi(madd52hi(zero, v2, ca2), v3, ca3))
+        vstore(outa, jj, vfix2(vredc(lo_, hi_, pa, pnega, zero), pa))
+        lo_ = vadd(madd52lo(madd52lo(zero, v0, cb0), v1, cb1), madd52lo(madd52lo(zero, v2, cb2), v3, cb3))
+        hi_ = vadd(madd52hi(madd52hi(zero, v0, cb0), v1, cb1), madd52hi(madd52hi(zero, v2, cb2), v3, cb3))
+        vstore(outb, jj, vfix2(vredc(lo_, hi_, pb, pnegb, zero), pb))
+
+
+@njit(cache=True, inline="always")
 def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
     """o_c[j] = sum_d ext[d, r, j] * key[d, c, g, j] mod q for c = 0, 1, exactly in [0, q).
 
@@ -230,6 +282,10 @@ def ip_row_mont(ext, key, r, g, qs, qnegs, o0, o1):
 
 @njit(cache=True, inline="always")
 def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
+    """Digits in groups of ``GROUP``: a full group runs unrolled with its row offsets
+    computed once (the loop body is then loads and multiply-adds only); every group after the
+    first adds its reduced sum to the outputs.  ``fix`` (S * 2^-52 -> S) is linear, so it is
+    applied per group."""
     d_count, m, nn = ext.shape
     big_m = np.uint64(key.shape[2])
     n = np.uint64(nn)
@@ -243,17 +299,149 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
     mask = vbcast(MASK52)
     rr = vbcast(r52s)
     rrs = vbcast(r52ss)
+    kstep = big_m * n             # key[d, 0, g] -> key[d, 1, g]
+    d = 0
+    while d < d_count:
+        cnt = min(GROUP, d_count - d)
+        acc = d > 0
+        if cnt == GROUP:
+            ud = np.uint64(d)
+            e0 = (ud * um + ur) * n
+            e1 = e0 + um * n
+            e2 = e1 + um * n
+            e3 = e2 + um * n
+            a0 = ((ud * np.uint64(2)) * big_m + ug) * n
+            a1 = a0 + np.uint64(2) * kstep
+            a2 = a1 + np.uint64(2) * kstep
+            a3 = a2 + np.uint64(2) * kstep
+            for jj in range(np.uint64(0), n, np.uint64(8)):
+                v0 = vload(ext, e0 + jj)
+                v1 = vload(ext, e1 + jj)
+                v2 = vload(ext, e2 + jj)
+                v3 = vload(ext, e3 + jj)
+                k0 = vload(key, a0 + jj)
+                k1 = vload(key, a1 + jj)
+                k2 = vload(key, a2 + jj)
+                k3 = vload(key, a3 + jj)
+                lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1),
+                          madd52lo(madd52lo(zero, v2, k2), v3, k3))
+                hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1),
+                          madd52hi(madd52hi(zero, v2, k2), v3, k3))
+                s0 = vfix2(vredc(lo, hi, q, qneg, zero), q)
+                k0 = vload(key, a0 + kstep + jj)
+                k1 = vload(key, a1 + kstep + jj)
+                k2 = vload(key, a2 + kstep + jj)
+                k3 = vload(key, a3 + kstep + jj)
+                lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1),
+                          madd52lo(madd52lo(zero, v2, k2), v3, k3))
+                hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1),
+                          madd52hi(madd52hi(zero, v2, k2), v3, k3))
+                s1 = vfix2(vredc(lo, hi, q, qneg, zero), q)
+                if fix:
+                    # s = S * 2^-52 mod q; times 2^52 mod q (Shoup) gives S
+                    t0 = vmulred(s0, rr, rrs, negq, mask, zero)
+                    t1 = vmulred(s1, rr, rrs, negq, mask, zero)
+                    s0 = vmin(t0, vsub(t0, q))
+                    s1 = vmin(t1, vsub(t1, q))
+                if acc:
+                    s0 = vadd(s0, vload(o0, jj))
+                    s0 = vmin(s0, vsub(s0, q))
+                    s1 = vadd(s1, vload(o1, jj))
+                    s1 = vmin(s1, vsub(s1, q))
+                vstore(o0, jj, s0)
+                vstore(o1, jj, s1)
+        else:
+            for jj in range(np.uint64(0), n, np.uint64(8)):
+                l0 = zero
+                h0 = zero
+                l1 = zero
+                h1 = zero
+                for dd in range(d, d + cnt):
+                    ud = np.uint64(dd)
+                    v = vload(ext, (ud * um + ur) * n + jj)
+                    k0 = vload(key, ((ud * np.uint64(2)) * big_m + ug) * n + jj)
+                    k1 = vload(key, ((ud * np.uint64(2) + np.uint64(1)) * big_m + ug) * n + jj)
+                    l0 = madd52lo(l0, v, k0)
+                    h0 = madd52hi(h0, v, k0)
+                    l1 = madd52lo(l1, v, k1)
+                    h1 = madd52hi(h1, v, k1)
+                s0 = vfix2(vredc(l0, h0, q, qneg, zero), q)
+                s1 = vfix2(vredc(l1, h1, q, qneg, zero), q)
+                if fix:
+                    t0 = vmulred(s0, rr, rrs, negq, mask, zero)
+                    t1 = vmulred(s1, rr, rrs, negq, mask, zero)
+                    s0 = vmin(t0, vsub(t0, q))
+                    s1 = vmin(t1, vsub(t1, q))
+                if acc:
+                    s0 = vadd(s0, vload(o0, jj))
+                    s0 = vmin(s0, vsub(s0, q))
+                    s1 = vadd(s1, vload(o1, jj))
+                    s1 = vmin(s1, vsub(s1, q))
+                vstore(o0, jj, s0)
+                vstore(o1, jj, s1)
+        d += cnt
+
+
+@njit(cache=True, inline="always")
+def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, cs, css, c0, codes, out0, out1, nt):
+    """The inner product of row r fused with ModDown's last step, the rotation's c0 and its
+    permutation, in one pass over the row (ext's digits: at most ``GROUP``):
+    out0 = sigma(((ip_0 - t0) * c + c0) mod q), out1 = sigma((ip_1 - t1) * c mod q), with ip_c
+    the Montgomery inner product (``ip_row_mont``), t_c < q and sigma given by ``scatter_codes``
+    (source blocks in order, each stored at its destination; ``nt``: non-temporal stores,
+    outputs 64-byte aligned).  No scratch rows for the inner product."""
+    d_count, m, nn = ext.shape
+    big_m = np.uint64(key.shape[2])
+    n = np.uint64(nn)
+    um = np.uint64(m)
+    ur = np.uint64(r)
+    ug = np.uint64(g)
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    qneg = vbcast(qnegs)
+    negq = vbcast(np.uint64(1 << 52) - qs)
+    mask = vbcast(MASK52)
+    c = vbcast(cs)
+    cc = vbcast(css)
+    kstep = big_m * n
+    full = d_count == GROUP
+    e0 = ur * n
+    e1 = e0 + um * n
+    e2 = e1 + um * n
+    e3 = e2 + um * n
+    a0 = ug * n
+    a1 = a0 + np.uint64(2) * kstep
+    a2 = a1 + np.uint64(2) * kstep
+    a3 = a2 + np.uint64(2) * kstep
+    b = np.uint64(0)
     for jj in range(np.uint64(0), n, np.uint64(8)):
-        s0 = zero
-        s1 = zero
-        d = 0
-        while d < d_count:
-            de = min(d + GROUP, d_count)
+        if full:
+            v0 = vload(ext, e0 + jj)
+            v1 = vload(ext, e1 + jj)
+            v2 = vload(ext, e2 + jj)
+            v3 = vload(ext, e3 + jj)
+            k0 = vload(key, a0 + jj)
+            k1 = vload(key, a1 + jj)
+            k2 = vload(key, a2 + jj)
+            k3 = vload(key, a3 + jj)
+            l0 = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1),
+                      madd52lo(madd52lo(zero, v2, k2), v3, k3))
+            h0 = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1),
+                      madd52hi(madd52hi(zero, v2, k2), v3, k3))
+            k0 = vload(key, a0 + kstep + jj)
+            k1 = vload(key, a1 + kstep + jj)
+            k2 = vload(key, a2 + kstep + jj)
+            k3 = vload(key, a3 + kstep + jj)
+            l1 = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1),
+                      madd52lo(madd52lo(zero, v2, k2), v3, k3))
+            h1 = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1),
+                      madd52hi(madd52hi(zero, v2, k2), v3, k3))
+        else:
             l0 = zero
             h0 = zero
             l1 = zero
             h1 = zero
-            for dd in range(d, de):
+            for dd in range(d_count):
                 ud = np.uint64(dd)
                 v = vload(ext, (ud * um + ur) * n + jj)
                 k0 = vload(key, ((ud * np.uint64(2)) * big_m + ug) * n + jj)
@@ -262,19 +450,23 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
                 h0 = madd52hi(h0, v, k0)
                 l1 = madd52lo(l1, v, k1)
                 h1 = madd52hi(h1, v, k1)
-            s0 = vadd(s0, vfix2(vredc(l0, h0, q, qneg, zero), q))
-            s0 = vmin(s0, vsub(s0, q))
-            s1 = vadd(s1, vfix2(vredc(l1, h1, q, qneg, zero), q))
-            s1 = vmin(s1, vsub(s1, q))
-            d = de
-        if fix:
-            # s = S * 2^-52 mod q; times 2^52 mod q (Shoup) gives S
-            t0 = vmulred(s0, rr, rrs, negq, mask, zero)
-            t1 = vmulred(s1, rr, rrs, negq, mask, zero)
-            s0 = vmin(t0, vsub(t0, q))
-            s1 = vmin(t1, vsub(t1, q))
-        vstore(o0, jj, s0)
-        vstore(o1, jj, s1)
+        s0 = vfix2(vredc(l0, h0, q, qneg, zero), q)
+        s1 = vfix2(vredc(l1, h1, q, qneg, zero), q)
+        u0 = vmulred(vsub(vadd(s0, q), vload(t0, jj)), c, cc, negq, mask, zero)
+        u0 = vadd(vmin(u0, vsub(u0, q)), vload(c0, jj))
+        u0 = vmin(u0, vsub(u0, q))
+        u1 = vmulred(vsub(vadd(s1, q), vload(t1, jj)), c, cc, negq, mask, zero)
+        u1 = vmin(u1, vsub(u1, q))
+        code = codes[b]
+        dst = (code >> np.uint64(32)) << np.uint64(3)
+        lanes = lanes3(code)
+        if nt:
+            vstore_nt(out0, dst, vpermvar(u0, lanes))
+            vstore_nt(out1, dst, vpermvar(u1, lanes))
+        else:
+            vstore(out0, dst, vpermvar(u0, lanes))
+            vstore(out1, dst, vpermvar(u1, lanes))
+        b += np.uint64(1)
 
 
 @njit(cache=True, inline="always")

@@ -295,3 +295,51 @@ def test_switch_ext_add_any_permutation(tiny, path, seed, n_add):
     for c in range(n_add):
         expect[c] = (expect[c] + addend[c]) % qcol
     assert np.array_equal(ks.switch_ext_add(ext, key, level, addend, perm), expect[:, :, perm])
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """alpha = 4 special primes and 4 digits at the top level (the shape of N = 2^15 with 15
+    levels): the unrolled full-group branches of the fused kernels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ckks.SecurityWarning)
+        params = ckks.Parameters(allow_insecure=True, log_n=6, depth=15, dnum=4)
+    ctx = ckks.Context(params)
+    return ctx, ckks.KeyGenerator(ctx).relin_key().data
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", ["tiny", "wide"])
+@given(seed=seeds, level=st.integers(0, 15), count=st.integers(1, 11), nt=st.booleans())
+def test_rotate_ext_many_equals_rotate_ext(request, shape, path, seed, level, count, nt):
+    """The batched hoisted kernels equal the one-key form exactly, for any number of keys
+    (more than one group of ``basis.HOIST_GROUP`` included), block-structured Galois
+    permutations and a random (gather) one mixed, partial and full digit groups, odd and
+    even limb counts, with and without non-temporal stores."""
+    from ckks.rlwe import keyswitch
+    from kernels.automorphism import galois_permutation
+    ctx, key = request.getfixturevalue(shape)
+    level = min(level, ctx.max_level)
+    ks = KeySwitcher(ctx, ifma=(path == "ifma"))
+    old = keyswitch.NT_MIN_BYTES
+    keyswitch.NT_MIN_BYTES = 0 if nt else 1 << 62
+    rng = np.random.default_rng(seed)
+    qs = [int(q) for q in ctx.q_all[:level + 1]]
+    c0, c1 = edge(rng, qs, ctx.n), edge(rng, qs, ctx.n)
+    ext = ks.decompose(c1, level)
+    keys, perms = [], []
+    for i in range(count):
+        # distinct keys: scale the test key's rows by i + 1 (any residues make a valid input)
+        kd = key.copy()
+        for g in range(kd.shape[2]):
+            kd[:, :, g] = kd[:, :, g] * np.uint64(i + 1) % ctx.q_all[g]
+        keys.append(kd)
+        perms.append(rng.permutation(ctx.n).astype(np.int64) if i == 2
+                     else galois_permutation(ctx.n, pow(5, i + 1, 2 * ctx.n)))
+    try:
+        got = ks.rotate_ext_many(ext, keys, c0, perms, level)
+    finally:
+        keyswitch.NT_MIN_BYTES = old
+    assert len(got) == count
+    for i in range(count):
+        assert np.array_equal(got[i], ks.rotate_ext(ext, keys[i], c0, perms[i], level))

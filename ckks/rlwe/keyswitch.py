@@ -6,6 +6,7 @@ digit, summed, and divided by P (ModDown).  ``decompose`` is the expensive share
 hoisted rotations call it once and reuse the digits for every step.
 """
 import math
+import threading
 
 import numba
 import numpy as np
@@ -15,6 +16,16 @@ from kernels import ifma_arith as fx
 
 
 _THREADS = numba.config.NUMBA_NUM_THREADS  # per-thread scratch rows of the fused kernels
+NT_STORES = True              # hoisted rotations: non-temporal stores for large results
+NT_MIN_BYTES = 16 << 20       # ... when all results together exceed this (about the L3 share)
+
+
+def _aligned_empty(shape):
+    """np.empty(shape, uint64) whose data starts on a 64-byte boundary (cache line)."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 8, dtype=np.uint64)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off:off + size].reshape(shape)
 
 
 class KeySwitcher:
@@ -39,6 +50,8 @@ class KeySwitcher:
         self._down = {}
         self._up_plans = {}
         self._down_plans = {}
+        self._perms = {}
+        self._local = threading.local()
         t = context.tables
         q = context.q_all
         if self.ifma:
@@ -255,12 +268,10 @@ class KeySwitcher:
         addend = np.ascontiguousarray(addend, dtype=np.uint64)
         if addend.ndim != 3 or addend.shape[0] > 2 or addend.shape[1:] != (k, ctx.n):
             raise ValueError(f"addend must be (A <= 2, {k}, {ctx.n}), got {addend.shape}")
-        perm = (np.empty(0, dtype=np.int64) if perm is None
-                else np.ascontiguousarray(perm, dtype=np.int64))
-        if perm.shape not in ((0,), (ctx.n,)):
-            raise ValueError("perm must have N entries")
-        if len(perm) and (perm.min() < 0 or perm.max() >= ctx.n):
-            raise ValueError("perm entries must lie in 0..N-1")
+        if perm is None:
+            perm, blocked = np.empty(0, dtype=np.int64), False
+        else:
+            perm, blocked = self._perm_info(perm)
         y = np.empty((2 * alpha, ctx.n), dtype=np.uint64)
         tmp = np.empty((_THREADS, 3, ctx.n), dtype=np.uint64)
         out = np.empty((2, k, ctx.n), dtype=np.uint64)
@@ -271,7 +282,7 @@ class KeySwitcher:
                                           ni, ni_c, w1n, w1n_c, y)
             basis.ip_moddown_add_finish_ifma(ext, key_data, y, cm, qp, q, self._qneg, p_inv,
                                              p_inv_c, *self._fwd, addend, perm.view(np.uint64),
-                                             len(perm) > 0 and fx.blocked_permutation(perm), tmp, out)
+                                             blocked, tmp, out)
         else:
             basis.ip_moddown_prepare_portable(ext, key_data, qp, q, *self._inv, ni, ni_c, w1n, w1n_c, y)
             basis.ip_moddown_add_finish_portable(ext, key_data, y, cm, qp, q, p_inv, *self._fwd,
@@ -283,6 +294,107 @@ class KeySwitcher:
         """A whole rotation from the digits of c_1 (hoistable): (sigma(c0 + u0), sigma(u1)) with
         u = switch_ext(ext, key_data, level) and sigma the NTT-domain permutation ``perm``."""
         return self.switch_ext_add(ext, key_data, level, np.asarray(c0)[None], perm)
+
+    def _scratch(self, name, shape):
+        """A scratch array kept between calls (per Python thread): a fresh 16 MB array costs
+        page faults and zeroing on every call once the allocator has returned it to the OS."""
+        store = self._local.__dict__
+        a = store.get(name)
+        size = int(np.prod(shape))
+        if a is None or a.size < size:
+            a = store[name] = np.empty(size, dtype=np.uint64)
+        return a[:size].reshape(shape)
+
+    def _perm_info(self, perm):
+        """(int64 perm, blocked) for an N-entry permutation, checked once per array object."""
+        return self._perm_entry(perm)[1:3]
+
+    def _perm_entry(self, perm):
+        """(perm, int64 perm, blocked, scatter codes or None), cached per array object."""
+        got = self._perms.get(id(perm))
+        if got is not None and got[0] is perm:
+            return got
+        p = np.ascontiguousarray(perm, dtype=np.int64)
+        if p.shape != (self.ctx.n,):
+            raise ValueError("perm must have N entries")
+        if p.min() < 0 or p.max() >= self.ctx.n:
+            raise ValueError("perm entries must lie in 0..N-1")
+        blocked = bool(self.ifma and fx.blocked_permutation(p))
+        if len(self._perms) >= 256:
+            self._perms.clear()
+        entry = (perm, p, blocked, fx.scatter_codes(p) if blocked else None)
+        self._perms[id(perm)] = entry   # holding perm keeps its id unique
+        return entry
+
+    def rotate_ext_many(self, ext: np.ndarray, keys, c0: np.ndarray, perms, level: int) -> list:
+        """Hoisted rotations: ``rotate_ext(ext, keys[i], c0, perms[i], level)`` for every i,
+        as a list of (2, l+1, N) arrays, bit-identical to the one-key form.
+
+        Hoisting shares the ModUp (``decompose``); each key still streams once (42 MB at
+        N = 2^15 with 15 levels) and pays its own ModDown (40 NTTs).  What the batched kernels
+        (``basis.hoisted_*``, keys in groups of ``basis.HOIST_GROUP``) save over calling
+        ``rotate_ext`` per key: work items are (pair of rows, key) with the keys innermost, so
+        a row's twiddles and c0's row are reused across keys; one pass over the P-row scratch
+        serves both rows' ModDown conversions; the inner product, ModDown's last step, c0 and
+        the permutation run as one pass over the row without scratch rows, writing each
+        permuted block straight to its destination (non-temporal stores when the results
+        are far larger than the caches); no per-call scratch allocations."""
+        ctx = self.ctx
+        cm, p_inv, p_inv_c, (ni, ni_c, w1n, w1n_c) = self._down_plan(level)[1]
+        k = level + 1
+        alpha = len(ctx.special_rows)
+        keys = list(keys)
+        perms = list(perms)
+        if len(keys) != len(perms):
+            raise ValueError("need one permutation per key")
+        if ext.shape[1] != k + alpha or not ext.flags.c_contiguous:
+            raise ValueError("ext must be decompose's C-contiguous output for this level")
+        for key in keys:
+            if (not isinstance(key, np.ndarray) or key.dtype != np.uint64 or key.ndim != 4
+                    or not key.flags.c_contiguous or key.shape[0] < ext.shape[0]
+                    or key.shape[1:] != keys[0].shape[1:]):
+                raise ValueError("keys must be C-contiguous switching keys with enough digits")
+        c0 = np.ascontiguousarray(c0, dtype=np.uint64)
+        if c0.shape != (k, ctx.n):
+            raise ValueError(f"c0 must be ({k}, {ctx.n}), got {c0.shape}")
+        info = [self._perm_entry(p)[1:] for p in perms]
+        count = len(keys)
+        out = [_aligned_empty((2, k, ctx.n)) for _ in range(count)]
+        # results far larger than the caches go to memory with non-temporal stores
+        nt = NT_STORES and count * out[0].nbytes >= NT_MIN_BYTES if count else False
+        if count == 0:
+            return out
+        # the P-row scratch of a group stays below ~32 MB (N = 2^16 with many special primes)
+        group = max(1, min(basis.HOIST_GROUP, (32 << 20) // (16 * alpha * ctx.n)))
+        y = self._scratch("hoist_y", (min(group, count), 2 * alpha, ctx.n))
+        tmp = self._scratch("hoist_tmp", (_THREADS, 4, ctx.n))
+        qp = ctx.qp_rows(level)
+        q = ctx.q_all
+        for g0 in range(0, count, group):
+            g1 = min(g0 + group, count)
+            cnt = g1 - g0
+            ks = tuple(keys[g0:g1]) + (keys[g0],) * (basis.HOIST_GROUP - cnt)
+            # the fused kernels walk blocked permutations through their scatter codes; the
+            # index arrays are only read for the others
+            plain = any(not e[1] for e in info[g0:g1]) or ext.shape[0] > fx.GROUP or not self.ifma
+            ps = (np.stack([e[0] for e in info[g0:g1]]) if plain
+                  else np.zeros((cnt, 8), dtype=np.int64))
+            o = tuple(out[g0:g1]) + (out[g0],) * (basis.HOIST_GROUP - cnt)
+            yy = y[:cnt]
+            if self.ifma:
+                blocked = np.array([e[1] for e in info[g0:g1]], dtype=np.bool_)
+                codes = np.stack([e[2] if e[1] else np.zeros(ctx.n // 8, dtype=np.uint64)
+                                  for e in info[g0:g1]])
+                basis.hoisted_prepare_ifma(ext, ks, cnt, qp, q, self._qneg, *self._inv,
+                                           ni, ni_c, w1n, w1n_c, yy)
+                basis.hoisted_finish_ifma(ext, ks, cnt, yy, cm, qp, q, self._qneg, p_inv, p_inv_c,
+                                          *self._fwd, c0, ps.view(np.uint64), blocked, codes, nt, tmp, o)
+            else:
+                basis.hoisted_prepare_portable(ext, ks, cnt, qp, q, *self._inv,
+                                               ni, ni_c, w1n, w1n_c, yy)
+                basis.hoisted_finish_portable(ext, ks, cnt, yy, cm, qp, q, p_inv, *self._fwd,
+                                              c0, ps, tmp, o)
+        return out
 
     def switch(self, c: np.ndarray, key_data: np.ndarray, level: int) -> np.ndarray:
         """Key-switch one component: (2, l+1, N) whose decryption under the key's target
