@@ -529,71 +529,122 @@ def hoisted_prepare_portable(ext, keys, count, qp_rows, q, w, wf, ni, ni_c, w1n,
         _inv_limb_portable(y1, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
 
 
+@njit(cache=True)
+def _hoisted_item_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
+                       c0, perms, blocked, codes, nt, scratch, out):
+    """Rows ra..rb (rb = ra or ra + 1) of key i (see hoisted_finish_ifma)."""
+    alpha = y.shape[1] // 2
+    key = keys[i]
+    yi = y[i]
+    if ext.shape[0] <= _fx.GROUP and blocked[i]:
+        # both rows' ModDown conversions in one pass over the key's P rows, then per row one
+        # pass: inner product, last step, c0, permutation (no inner-product scratch rows)
+        ga = qp_rows[ra]
+        gb = qp_rows[rb]
+        t0a = scratch[0]
+        t1a = scratch[1]
+        t0b = scratch[2]
+        t1b = scratch[3]
+        if rb != ra:
+            _fx.conv_row2(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a, cm[rb], q[gb], qneg[gb], t0b)
+            _fx.conv_row2(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a,
+                          cm[rb], q[gb], qneg[gb], t1b)
+        else:
+            _fx.conv_row(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a)
+            _fx.conv_row(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a)
+        _fwd_limb_ifma(t0a, w[ga], ws[ga], q[ga])
+        _fwd_limb_ifma(t1a, w[ga], ws[ga], q[ga])
+        _fx.ip_moddown_perm_row(ext, key, ra, ga, q[ga], qneg[ga], t0a, t1a, p_inv[ra],
+                                p_inv_c[ra], c0[ra], codes[i], out[i][0, ra], out[i][1, ra], nt)
+        if rb != ra:
+            _fwd_limb_ifma(t0b, w[gb], ws[gb], q[gb])
+            _fwd_limb_ifma(t1b, w[gb], ws[gb], q[gb])
+            _fx.ip_moddown_perm_row(ext, key, rb, gb, q[gb], qneg[gb], t0b, t1b, p_inv[rb],
+                                    p_inv_c[rb], c0[rb], codes[i], out[i][0, rb],
+                                    out[i][1, rb], nt)
+        return
+    perm = perms[i]
+    a0 = scratch[0]
+    a1 = scratch[1]
+    t = scratch[2]
+    for r in range(ra, rb + 1):
+        g = qp_rows[r]
+        qg = q[g]
+        _fx.ip_row_mont(ext, key, r, g, qg, qneg[g], a0, a1)
+        _fx.conv_row(yi, 0, alpha, cm[r], qg, qneg[g], t)
+        _fwd_limb_ifma(t, w[g], ws[g], qg)
+        if blocked[i]:
+            _fx.sub_mul_add_perm_row(a0, t, p_inv[r], p_inv_c[r], c0[r], True, qg, perm, out[i][0, r])
+            _fx.conv_row(yi, alpha, 2 * alpha, cm[r], qg, qneg[g], t)
+            _fwd_limb_ifma(t, w[g], ws[g], qg)
+            _fx.sub_mul_add_perm_row(a1, t, p_inv[r], p_inv_c[r], t, False, qg, perm, out[i][1, r])
+        else:
+            _fx.sub_mul_add_row(a0, t, p_inv[r], p_inv_c[r], c0[r], qg, a0)
+            _fx.conv_row(yi, alpha, 2 * alpha, cm[r], qg, qneg[g], t)
+            _fwd_limb_ifma(t, w[g], ws[g], qg)
+            _fx.sub_mul_row(a1, t, p_inv[r], p_inv_c[r], qg, a1)
+            _fx.permute_row(a0, perm, False, out[i][0, r])
+            _fx.permute_row(a1, perm, False, out[i][1, r])
+
+
+@njit(cache=True)
+def _hoisted_pair_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
+                       c0, codes, nt, scratch, out):
+    """Rows ra..rb of keys i and i + 1 sharing one pass over the digits (see
+    hoisted_finish_ifma); scratch rows [key][row a, row b][component]."""
+    alpha = y.shape[1] // 2
+    ga = qp_rows[ra]
+    gb = qp_rows[rb]
+    for u in range(2):
+        yu = y[i + u]
+        if rb != ra:
+            _fx.conv_row2(yu, 0, alpha, cm[ra], q[ga], qneg[ga], scratch[4 * u],
+                          cm[rb], q[gb], qneg[gb], scratch[4 * u + 2])
+            _fx.conv_row2(yu, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], scratch[4 * u + 1],
+                          cm[rb], q[gb], qneg[gb], scratch[4 * u + 3])
+        else:
+            _fx.conv_row(yu, 0, alpha, cm[ra], q[ga], qneg[ga], scratch[4 * u])
+            _fx.conv_row(yu, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], scratch[4 * u + 1])
+        _fwd_limb_ifma(scratch[4 * u], w[ga], ws[ga], q[ga])
+        _fwd_limb_ifma(scratch[4 * u + 1], w[ga], ws[ga], q[ga])
+    _fx.ip_moddown_perm_row2(ext, keys[i], keys[i + 1], ra, ga, q[ga], qneg[ga], scratch[0],
+                             scratch[1], scratch[4], scratch[5], p_inv[ra], p_inv_c[ra],
+                             c0[ra], codes[i], codes[i + 1], out[i][0, ra], out[i][1, ra],
+                             out[i + 1][0, ra], out[i + 1][1, ra], nt)
+    if rb != ra:
+        for u in range(2):
+            _fwd_limb_ifma(scratch[4 * u + 2], w[gb], ws[gb], q[gb])
+            _fwd_limb_ifma(scratch[4 * u + 3], w[gb], ws[gb], q[gb])
+        _fx.ip_moddown_perm_row2(ext, keys[i], keys[i + 1], rb, gb, q[gb], qneg[gb],
+                                 scratch[2], scratch[3], scratch[6], scratch[7], p_inv[rb],
+                                 p_inv_c[rb], c0[rb], codes[i], codes[i + 1], out[i][0, rb],
+                                 out[i][1, rb], out[i + 1][0, rb], out[i + 1][1, rb], nt)
+
+
 @njit(cache=True, parallel=True)
 def hoisted_finish_ifma(ext, keys, count, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
                         c0, perms, blocked, codes, nt, tmp, out):
+    """Items (pair of rows, pair of keys), keys innermost.  With exactly GROUP digits and
+    blocked permutations both keys share one pass over the rows' digits (the digits are
+    the largest stream after the keys); tmp (threads, 8, N)."""
     k = out[0].shape[1]
-    alpha = y.shape[1] // 2
-    fuse = ext.shape[0] <= _fx.GROUP
     pairs = (k + 1) // 2
-    # items (row pair, key): one pass over a key's P rows serves both rows' conversions
-    for it in prange(pairs * count):
-        pr = it // count
-        i = it - pr * count
-        key = keys[i]
-        scratch = tmp[get_thread_id()]
-        yi = y[i]
-        perm = perms[i]
+    kpairs = (count + 1) // 2
+    for it in prange(pairs * kpairs):
+        pr = it // kpairs
+        i = 2 * (it - pr * kpairs)
         ra = 2 * pr
         rb = min(ra + 1, k - 1)
-        if fuse and blocked[i]:
-            # both ModDown conversions of both rows first, then per row one pass: inner
-            # product, last step, c0, permutation (no inner-product scratch rows)
-            ga = qp_rows[ra]
-            gb = qp_rows[rb]
-            t0a = scratch[0]
-            t1a = scratch[1]
-            t0b = scratch[2]
-            t1b = scratch[3]
-            if rb != ra:
-                _fx.conv_row2(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a, cm[rb], q[gb], qneg[gb], t0b)
-                _fx.conv_row2(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a,
-                              cm[rb], q[gb], qneg[gb], t1b)
-            else:
-                _fx.conv_row(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a)
-                _fx.conv_row(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a)
-            _fwd_limb_ifma(t0a, w[ga], ws[ga], q[ga])
-            _fwd_limb_ifma(t1a, w[ga], ws[ga], q[ga])
-            _fx.ip_moddown_perm_row(ext, key, ra, ga, q[ga], qneg[ga], t0a, t1a, p_inv[ra],
-                                    p_inv_c[ra], c0[ra], codes[i], out[i][0, ra], out[i][1, ra], nt)
-            if rb != ra:
-                _fwd_limb_ifma(t0b, w[gb], ws[gb], q[gb])
-                _fwd_limb_ifma(t1b, w[gb], ws[gb], q[gb])
-                _fx.ip_moddown_perm_row(ext, key, rb, gb, q[gb], qneg[gb], t0b, t1b, p_inv[rb],
-                                        p_inv_c[rb], c0[rb], codes[i], out[i][0, rb],
-                                        out[i][1, rb], nt)
+        scratch = tmp[get_thread_id()]
+        if not (i + 1 < count and ext.shape[0] == _fx.GROUP and blocked[i] and blocked[i + 1]):
+            _hoisted_item_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w,
+                               ws, c0, perms, blocked, codes, nt, scratch, out)
+            if i + 1 < count:
+                _hoisted_item_ifma(ext, keys, i + 1, ra, rb, y, cm, qp_rows, q, qneg, p_inv,
+                                   p_inv_c, w, ws, c0, perms, blocked, codes, nt, scratch, out)
             continue
-        a0 = scratch[0]
-        a1 = scratch[1]
-        t = scratch[2]
-        for r in range(ra, rb + 1):
-            g = qp_rows[r]
-            qg = q[g]
-            _fx.ip_row_mont(ext, key, r, g, qg, qneg[g], a0, a1)
-            _fx.conv_row(yi, 0, alpha, cm[r], qg, qneg[g], t)
-            _fwd_limb_ifma(t, w[g], ws[g], qg)
-            if blocked[i]:
-                _fx.sub_mul_add_perm_row(a0, t, p_inv[r], p_inv_c[r], c0[r], True, qg, perm, out[i][0, r])
-                _fx.conv_row(yi, alpha, 2 * alpha, cm[r], qg, qneg[g], t)
-                _fwd_limb_ifma(t, w[g], ws[g], qg)
-                _fx.sub_mul_add_perm_row(a1, t, p_inv[r], p_inv_c[r], t, False, qg, perm, out[i][1, r])
-            else:
-                _fx.sub_mul_add_row(a0, t, p_inv[r], p_inv_c[r], c0[r], qg, a0)
-                _fx.conv_row(yi, alpha, 2 * alpha, cm[r], qg, qneg[g], t)
-                _fwd_limb_ifma(t, w[g], ws[g], qg)
-                _fx.sub_mul_row(a1, t, p_inv[r], p_inv_c[r], qg, a1)
-                _fx.permute_row(a0, perm, False, out[i][0, r])
-                _fx.permute_row(a1, perm, False, out[i][1, r])
+        _hoisted_pair_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
+                           c0, codes, nt, scratch, out)
 
 
 @njit(cache=True, parallel=True)

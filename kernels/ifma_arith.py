@@ -470,6 +470,81 @@ def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, cs, css, c0, codes, o
 
 
 @njit(cache=True, inline="always")
+def _ipmd_block(v0, v1, v2, v3, key, a0, a1, a2, a3, kstep, jj, t0, t1, c0v, q, qneg, c, cc,
+                negq, mask, zero, code, out0, out1, nt):
+    """One block of ``ip_moddown_perm_row`` (full digit group) from the digits' vectors."""
+    k0 = vload(key, a0 + jj)
+    k1 = vload(key, a1 + jj)
+    k2 = vload(key, a2 + jj)
+    k3 = vload(key, a3 + jj)
+    lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1), madd52lo(madd52lo(zero, v2, k2), v3, k3))
+    hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1), madd52hi(madd52hi(zero, v2, k2), v3, k3))
+    s0 = vfix2(vredc(lo, hi, q, qneg, zero), q)
+    k0 = vload(key, a0 + kstep + jj)
+    k1 = vload(key, a1 + kstep + jj)
+    k2 = vload(key, a2 + kstep + jj)
+    k3 = vload(key, a3 + kstep + jj)
+    lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1), madd52lo(madd52lo(zero, v2, k2), v3, k3))
+    hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1), madd52hi(madd52hi(zero, v2, k2), v3, k3))
+    s1 = vfix2(vredc(lo, hi, q, qneg, zero), q)
+    u0 = vmulred(vsub(vadd(s0, q), vload(t0, jj)), c, cc, negq, mask, zero)
+    u0 = vadd(vmin(u0, vsub(u0, q)), c0v)
+    u0 = vmin(u0, vsub(u0, q))
+    u1 = vmulred(vsub(vadd(s1, q), vload(t1, jj)), c, cc, negq, mask, zero)
+    u1 = vmin(u1, vsub(u1, q))
+    dst = (code >> np.uint64(32)) << np.uint64(3)
+    lanes = lanes3(code)
+    if nt:
+        vstore_nt(out0, dst, vpermvar(u0, lanes))
+        vstore_nt(out1, dst, vpermvar(u1, lanes))
+    else:
+        vstore(out0, dst, vpermvar(u0, lanes))
+        vstore(out1, dst, vpermvar(u1, lanes))
+
+
+@njit(cache=True, inline="always")
+def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1, cs, css, c0,
+                         codes_a, codes_b, oa0, oa1, ob0, ob1, nt):
+    """``ip_moddown_perm_row`` for two keys (same row, same digits) in one pass: each digit
+    vector and c0 is loaded once for both.  Needs exactly ``GROUP`` digits; both keys of the
+    same shape."""
+    d_count, m, nn = ext.shape
+    big_m = np.uint64(key_a.shape[2])
+    n = np.uint64(nn)
+    um = np.uint64(m)
+    ur = np.uint64(r)
+    ug = np.uint64(g)
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    qneg = vbcast(qnegs)
+    negq = vbcast(np.uint64(1 << 52) - qs)
+    mask = vbcast(MASK52)
+    c = vbcast(cs)
+    cc = vbcast(css)
+    kstep = big_m * n
+    e0 = ur * n
+    e1 = e0 + um * n
+    e2 = e1 + um * n
+    e3 = e2 + um * n
+    a0 = ug * n
+    a1 = a0 + np.uint64(2) * kstep
+    a2 = a1 + np.uint64(2) * kstep
+    a3 = a2 + np.uint64(2) * kstep
+    b = np.uint64(0)
+    for jj in range(np.uint64(0), n, np.uint64(8)):
+        v0 = vload(ext, e0 + jj)
+        v1 = vload(ext, e1 + jj)
+        v2 = vload(ext, e2 + jj)
+        v3 = vload(ext, e3 + jj)
+        c0v = vload(c0, jj)
+        _ipmd_block(v0, v1, v2, v3, key_a, a0, a1, a2, a3, kstep, jj, ta0, ta1, c0v, q, qneg,
+                    c, cc, negq, mask, zero, codes_a[b], oa0, oa1, nt)
+        _ipmd_block(v0, v1, v2, v3, key_b, a0, a1, a2, a3, kstep, jj, tb0, tb1, c0v, q, qneg,
+                    c, cc, negq, mask, zero, codes_b[b], ob0, ob1, nt)
+        b += np.uint64(1)
+
+
+@njit(cache=True, inline="always")
 def sub_mul_row(a, b, cs, css, qs, out):
     """out[j] = (a[j] - b[j]) * c mod q for a, b < q (cs = c, css its Shoup companion)."""
     n = np.uint64(out.shape[0])

@@ -343,3 +343,27 @@ def test_rotate_ext_many_equals_rotate_ext(request, shape, path, seed, level, co
     assert len(got) == count
     for i in range(count):
         assert np.array_equal(got[i], ks.rotate_ext(ext, keys[i], c0, perms[i], level))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("level,count", [(15, 8), (14, 5), (12, 2), (3, 4)])
+def test_rotate_ext_many_key_pairs(wide, path, level, count):
+    """Deterministic cover of the two-keys-per-pass branch (4 full digits, blocked
+    permutations, even and odd limb and key counts) against the one-key form."""
+    from kernels.automorphism import galois_permutation
+    ctx, key = wide
+    ks = KeySwitcher(ctx, ifma=(path == "ifma"))
+    rng = np.random.default_rng(level * 100 + count)
+    qs = [int(q) for q in ctx.q_all[:level + 1]]
+    c0, c1 = edge(rng, qs, ctx.n), edge(rng, qs, ctx.n)
+    ext = ks.decompose(c1, level)
+    keys = []
+    for i in range(count):
+        kd = key.copy()
+        for g in range(kd.shape[2]):
+            kd[:, :, g] = kd[:, :, g] * np.uint64(i + 2) % ctx.q_all[g]
+        keys.append(kd)
+    perms = [galois_permutation(ctx.n, pow(5, i + 1, 2 * ctx.n)) for i in range(count)]
+    got = ks.rotate_ext_many(ext, keys, c0, perms, level)
+    for i in range(count):
+        assert np.array_equal(got[i], ks.rotate_ext(ext, keys[i], c0, perms[i], level))

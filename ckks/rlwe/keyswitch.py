@@ -367,7 +367,7 @@ class KeySwitcher:
         # the P-row scratch of a group stays below ~32 MB (N = 2^16 with many special primes)
         group = max(1, min(basis.HOIST_GROUP, (32 << 20) // (16 * alpha * ctx.n)))
         y = self._scratch("hoist_y", (min(group, count), 2 * alpha, ctx.n))
-        tmp = self._scratch("hoist_tmp", (_THREADS, 4, ctx.n))
+        tmp = self._scratch("hoist_tmp", (_THREADS, 8, ctx.n))
         qp = ctx.qp_rows(level)
         q = ctx.q_all
         for g0 in range(0, count, group):
