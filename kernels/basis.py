@@ -484,11 +484,13 @@ def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, ad
 # the unfused cases), ``codes`` (count, N/8) the same permutations as scatter codes
 # (``ifma_arith.scatter_codes``, blocked ones), y (count, 2 alpha, N) the scratch of their P
 # rows and ``out`` a tuple of as many (2, k, N) results (padded alike).
-# Work items are (pair of rows, key), keys innermost, so a row's twiddles and c0's row are
-# reused across keys.  IFMA finish, per item: both rows' ModDown conversions in one pass over
-# the key's P rows (``conv_row2``), their NTTs, then per row a single pass that computes the
-# inner product, ModDown's last step, + c0 and the permutation (``ip_moddown_perm_row``):
-# no inner-product scratch rows, each permuted block stored at its destination.
+# Work items are (pair of rows, key) -- (pair of rows, pair of keys) in the IFMA finish --,
+# keys innermost, so a row's twiddles and c0's row are reused across keys.  IFMA finish, per
+# key: both rows' ModDown conversions in one pass over the key's P rows (``conv_row2``), their
+# NTTs, then per row a single pass that computes the inner product, ModDown's last step, + c0
+# and the permutation (``ip_moddown_perm_row``, or ``..._row2`` for two keys sharing the
+# digits' loads): no inner-product scratch rows, each permuted block stored at its
+# destination.
 # ``nt``: write the (blocked-permutation) results with non-temporal stores, for outputs much
 # larger than the caches (every ``out`` row 64-byte aligned).
 # out[i] = (sigma_i(c0 + u0_i), sigma_i(u1_i)) with u_i = ModDown(ext * keys[i]).

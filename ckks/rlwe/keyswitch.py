@@ -333,10 +333,11 @@ class KeySwitcher:
         Hoisting shares the ModUp (``decompose``); each key still streams once (42 MB at
         N = 2^15 with 15 levels) and pays its own ModDown (40 NTTs).  What the batched kernels
         (``basis.hoisted_*``, keys in groups of ``basis.HOIST_GROUP``) save over calling
-        ``rotate_ext`` per key: work items are (pair of rows, key) with the keys innermost, so
-        a row's twiddles and c0's row are reused across keys; one pass over the P-row scratch
-        serves both rows' ModDown conversions; the inner product, ModDown's last step, c0 and
-        the permutation run as one pass over the row without scratch rows, writing each
+        ``rotate_ext`` per key: work items are (pair of rows, pair of keys) with the keys
+        innermost, so a row's twiddles and c0's row are reused across keys; one pass over a
+        key's P-row scratch serves both rows' ModDown conversions; the inner product,
+        ModDown's last step, c0 and the permutation run as one pass over the row, shared by
+        the item's two keys (digits and c0 loaded once), without scratch rows, writing each
         permuted block straight to its destination (non-temporal stores when the results
         are far larger than the caches); no per-call scratch allocations."""
         ctx = self.ctx
