@@ -26,7 +26,7 @@ from hemet import layers as L
 from hemet.graph import INPUT, Graph
 
 __all__ = ["Block", "find_blocks", "replace_block", "merge_block", "CHANGES", "apply_change",
-           "same_structure"]
+           "same_structure", "cost_proxy"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +146,39 @@ def same_structure(a: Graph, b: Graph) -> bool:
         return (g.input_shape, g.classes, g.output,
                 [(n.name, n.op, n.layer.attrs(), n.inputs) for n in g.nodes])
     return key(a) == key(b)
+
+
+def _merged(graph: Graph) -> list[tuple[Block, str]]:
+    """Merged blocks of ``graph``: (block, the node whose output the block's tail now reads)."""
+    names = {n.name for n in graph.nodes}
+    out = []
+    for b in find_blocks(graph):
+        inner = f"{b.name}_squeeze_act" if b.kind == "fire" else f"{b.name}_dw_act"
+        if inner not in names:
+            out.append(b)
+    return out
+
+
+def cost_proxy(graph: Graph) -> Graph:
+    """A graph with the same HE plan shape as ``graph`` for costing: each merged block becomes
+    one 3x3 conv (stride of the block) from its input to its output channels + BN + act.
+
+    The compiler composes a merged block's two convs into one stage whose diagonals are those
+    of such a conv (the packed channels share diagonals), but it composes them as a sparse
+    product without merging duplicates: squeeze (64 -> 32) into a 3x3 expand is ~600M
+    triples for SqueezeNet's fire 1 (over 20 GB), so the search never compiles the merged
+    graph itself."""
+    for b in _merged(graph):
+        c_out = graph.shapes[b.output][0]
+        new = L.ConvBNAct(b.in_channels, c_out, 3, b.stride, act=_act(graph)).nodes(
+            f"{b.name}_merged", b.input)
+        members = set(b.nodes)
+        kept = []
+        for n in graph.nodes:
+            if n.name in members:
+                if n.name == b.output:
+                    kept += new
+                continue
+            kept.append(n)
+        graph = _rebuild(graph, kept, {b.output: new[-1].name})
+    return graph

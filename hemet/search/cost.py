@@ -2,7 +2,7 @@
 calibrated per-operation latency at each level (:mod:`hemet.search.calibrate`).
 
 :func:`plan_network` compiles a model the way ``bench/network.py`` runs it (multiplexed
-layout, pools and global pool by rotation, prescaled activations; the smallest secure keys
+layout, pools by rotation, global pool by in-place channel sums, prescaled activations; the smallest secure keys
 for its depth; Galois keys within ``key_gb``; plaintexts pinned within ``cache_gb``) and
 counts one warm run; :func:`predict` prices the counts.
 """
@@ -18,7 +18,7 @@ from .params import max_galois_keys, select_parameters
 
 __all__ = ["NetworkPlan", "Prediction", "plan_network", "predict", "COMPILE_OPTIONS"]
 
-COMPILE_OPTIONS = {"layout": "multiplexed", "global_pool": "rotate", "pool": "rotate",
+COMPILE_OPTIONS = {"layout": "multiplexed", "global_pool": "sum", "pool": "rotate",
                    "activation": "prescaled"}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from hemet import modelfile
 from hemet.zoo import random_weights
 
-from .blocks import apply_change, find_blocks
+from .blocks import apply_change, cost_proxy, find_blocks
 from .calibrate import Calibration
 from .cost import plan_network, predict
 
@@ -50,7 +50,8 @@ def predict_graph(graph, cfg: SearchConfig, calibration: Calibration, _memo={}) 
     bounds), so seeded random weights stand in for untrained blocks."""
     key = (_structure_key(graph), cfg.threads, cfg.cache_gb, cfg.key_gb, id(calibration))
     if key not in _memo:
-        plan = plan_network(modelfile.Model(graph, random_weights(graph, 0)), cfg.cache_gb, cfg.key_gb)
+        proxy = cost_proxy(graph)
+        plan = plan_network(modelfile.Model(proxy, random_weights(proxy, 0)), cfg.cache_gb, cfg.key_gb)
         pred = predict(plan.counts, plan.params, cfg.threads, calibration)
         facts = plan.facts()
         _memo[key] = {"depth": facts["depth"], "log_n": facts["log_n"], "dnum": facts["dnum"],
