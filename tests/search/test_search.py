@@ -127,11 +127,6 @@ def test_resume_gives_the_same_result(tmp_path):
     assert [d["block"] for d in res["decisions"]] == [d["block"] for d in full["decisions"]]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 5 bar not met yet: with the shipped calibration the greedy search keeps fire1's "
-    "replacement only (63.8 -> 47.5 s predicted); replacing fire2 next lands at depth 15, still "
-    "N = 2^16 (dnum 1), predicted 50.2 s > 47.5 s, so it stops before depth 11 / N = 2^15 "
-    "(hemet-fire1-4: 17.0 s).  See the README section 'Latency model and architecture search'."))
 def test_search_without_finetune_reproduces_the_shipped_hemet_network(tmp_path, capsys):
     """From SqueezeNet-CIFAR with the shipped calibration: hemet-fire1-4 (issue 5's bar)."""
     from hemet.cli import main
