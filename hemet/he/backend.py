@@ -101,6 +101,15 @@ class _Coeffs:
         self.data = data
 
 
+def _at_scale(pt, scale):
+    """``pt`` labelled with ``scale`` when a cache hit was encoded one ulp away (see
+    ``linear.scale_key``): the integers differ by far less than the encoding's rounding, and
+    every product of a stage then carries exactly the scale the stage expects."""
+    if isinstance(pt, Plaintext) and pt.scale != scale:
+        return Plaintext(pt.data, pt.level, float(scale), pt.context_id)
+    return pt
+
+
 class HEBackend:
     def __init__(self, evaluator, encryptor=None, decryptor=None, max_cache_bytes: int | None = 1 << 30,
                  compact: bool = True, rotation_paths: dict = None):
@@ -192,7 +201,7 @@ class HEBackend:
             self.encode_seconds += time.perf_counter() - t0
             self.counts["encode_compact"] += 1
             return pt
-        return entry
+        return _at_scale(entry, scale)
 
     def encode_cached_many(self, items, level, scale) -> list:
         """``encode_cached`` for several ``(key, make)`` at one level and scale, in batches:
@@ -232,7 +241,7 @@ class HEBackend:
             entries[i] = self._from_coeffs(entries[i].data, level, scale)
             self.encode_seconds += time.perf_counter() - t0
             self.counts["encode_compact"] += 1
-        return entries
+        return [_at_scale(e, scale) for e in entries]
 
     def _encode_entry(self, make, level, scale):
         enc = self.ctx.encoder

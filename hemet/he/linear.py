@@ -90,6 +90,13 @@ def _small_int(a, bound):
     return a.astype(np.uint16) if bound <= 1 << 16 else a
 
 
+def scale_key(scale: float) -> float:
+    """A plaintext scale as a cache key: ``prepare`` predicts the scales of a run with the
+    evaluator's float arithmetic, but a rescale can land one ulp away; the same plaintext
+    serves both (the backend hands it out at the scale asked for)."""
+    return round(math.log2(scale), 9)
+
+
 class _Block:
     """The diagonals of one (input, input ciphertext) block: output ciphertext ``out_ct`` and
     offset ``d`` per diagonal; values either dense (n, slots) or as segments of (slot, value)
@@ -277,7 +284,7 @@ class LinearStage:
     # ------------------------------------------------------------------ evaluation
     def _plain(self, backend, k, j, pos, giant, level, scale):
         blk = self._blocks[k][j]
-        key = (self.uid, k, j, pos, level, scale)
+        key = (self.uid, k, j, pos, level, scale_key(scale))
         return backend.encode_cached(key, lambda: np.roll(blk.vector(pos), giant), level, scale)
 
     def prepare(self, backend, level: int, in_scales, out_scale: float = None) -> int:
@@ -315,7 +322,7 @@ class LinearStage:
                     continue
                 for p0 in range(0, len(idx), batch):
                     chunk = range(p0, min(p0 + batch, len(idx)))
-                    items = [((self.uid, k, j, pos, level, pt_scales[k]),
+                    items = [((self.uid, k, j, pos, level, scale_key(pt_scales[k])),
                               (lambda pos=pos, g=idx[pos][1] - idx[pos][1] % B:
                                np.roll(blk.vector(pos), g))) for pos in chunk]
                     pts = many(items, level, pt_scales[k])

@@ -326,3 +326,20 @@ def test_pool_rotate_falls_back_when_not_a_scaled_source():
     got = prog.run(MirrorBackend(1024, depth=prog.depth), x)
     want = forward(model, x[None])[0]
     assert np.max(np.abs(got - want)) < 1e-9 * max(1.0, np.abs(want).max())
+
+
+def test_prepared_plaintexts_are_the_ones_the_run_uses(hekit):
+    """After ``prepare`` (unbounded cache), a run encodes nothing: the plaintexts are found
+    under the scales the run asks for, even where a rescale lands one ulp from the plan."""
+    model = tiny_fire_net()
+    x = np.random.default_rng(11).uniform(0, 1, model.graph.input_shape)
+    prog = compile_model(model, hekit.ctx.slots)
+    be = hekit.backend(prog.rotation_steps, max_cache_bytes=None)
+    prog.prepare(be)
+    pinned, misses = len(be.cache), be.cache.misses
+    be.counts.clear()
+    got = prog.run(be, x)
+    assert be.cache.misses == misses and len(be.cache) == pinned
+    assert be.counts["encode"] == 0
+    want = forward(model, x[None])[0]
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
