@@ -110,6 +110,11 @@ class TwinBackend:
         return self._do("mul_plain_add", lambda: self.he.multiply_plain_add(acc.ct, x.ct, pt[0]),
                         lambda: self.mirror.multiply_plain_add(acc.mv, x.mv, pt[1]))
 
+    def multiply_plain_add_many(self, acc: dict, terms) -> None:
+        """One logged operation per term (the engine fuses a batch into one kernel call)."""
+        for key, x, pt in terms:
+            acc[key] = self.multiply_plain_add(acc.get(key), x, pt)
+
     def add(self, a, b):
         return self._do("add", lambda: self.he.add(a.ct, b.ct), lambda: self.mirror.add(a.mv, b.mv))
 
