@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hemet.he.backend import PlaintextCache
+from hemet.he.linear import scale_key
 
 __all__ = ["OPS", "CacheModel", "StepCount", "ProgramCounts", "count_program", "count_run"]
 
@@ -215,7 +216,7 @@ def _linear(prog, s, level, scales, cache, paths, ops, out_scale):
             idx = list(zip(blk.out_ct.tolist(), blk.d.tolist()))
             for p0 in range(0, len(idx), BATCH):
                 chunk = range(p0, min(p0 + BATCH, len(idx)))
-                _fetch(ops, level, [cache.lookup((st.uid, k, j, pos, level, pt_scales[k]), level)
+                _fetch(ops, level, [cache.lookup((st.uid, k, j, pos, level, scale_key(pt_scales[k])), level)
                                     for pos in chunk])
             for i, d in idx:
                 acc = (i, d - d % B)
@@ -249,8 +250,7 @@ def count_run(prog, cache: CacheModel, paths: dict | None = None) -> list[StepCo
 
     Scales are tracked per ciphertext as the evaluator computes them, not as
     ``Program.levels_and_scales`` predicts them: the two can differ in the last bit after a
-    stage, and a plaintext keyed by a scale that never occurs is pinned but never used (the
-    run encodes it again), which the counts must show."""
+    stage; the cache keys round them (``hemet.he.linear.scale_key``) as the backend does."""
     paths = {int(k) % prog.slots: [int(x) for x in v] for k, v in (paths or {}).items()}
     out_scale = cache.fresh_scale
     top = cache.max_level
