@@ -12,6 +12,12 @@ Vectors of eight uint64 lanes (``kernels.ifma.V8``), values below 2^52.  Two red
   A Montgomery constant c' = c * 2^52 mod p in the sum makes the result exactly sum a*c mod p.
 
 Like ``kernels/ifma.py``: only call these when ``kernels.cpu.HAS_IFMA`` is true.
+
+Lane-level helpers are ``inline="always"``; row-level ones (a loop over a whole limb) are
+ordinary compiled calls: inlining them into every call site of the fused key-switching kernels
+gained nothing measurable (8 hoisted / 8 plain rotations at N = 2^15, CPU ms, same within
+noise) and cost about 45% more cold compile time (``python -m hemet.warmup``: 28.5 s vs 51 s
+of CPU with an empty cache).
 """
 import numpy as np
 from llvmlite import ir
@@ -96,7 +102,7 @@ def scatter_codes(perm) -> np.ndarray:
     return codes
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def permute_row(a, perm, blocked, out):
     """out[j] = a[perm[j]] (perm: uint64 indices below len(a), C-contiguous; ``blocked`` as
     decided by ``blocked_permutation``)."""
@@ -165,7 +171,7 @@ def vfix2(t, p):
     return vmin(t, vsub(t, p))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def conv_row(y, lo, hi, cm, ps, pnegs, out):
     """out[j] = sum_{i in [lo, hi)} y[i, j] * c_i mod p, exactly in [0, p).
 
@@ -226,7 +232,7 @@ def conv_row(y, lo, hi, cm, ps, pnegs, out):
         vstore(out, jj, s)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def conv_row2(y, lo, hi, cma, pas, pnegas, outa, cmb, pbs, pnegbs, outb):
     """``conv_row`` to two targets in one pass over the source rows (each loaded once):
     outa with (cma, pas), outb with (cmb, pbs)."""
@@ -265,7 +271,7 @@ def conv_row2(y, lo, hi, cma, pas, pnegas, outa, cmb, pbs, pnegbs, outb):
         vstore(outb, jj, vfix2(vredc(lo_, hi_, pb, pnegb, zero), pb))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
     """o_c[j] = sum_d ext[d, r, j] * key[d, c, g, j] mod q for c = 0, 1, exactly in [0, q).
 
@@ -273,14 +279,14 @@ def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
     _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, True)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def ip_row_mont(ext, key, r, g, qs, qnegs, o0, o1):
     """``ip_row`` times 2^-52 mod q (no final correction: callers fold 2^52 into later
     constants)."""
     _ip_row(ext, key, r, g, qs, qnegs, qs, qs, o0, o1, False)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
     """Digits in groups of ``GROUP``: a full group runs unrolled with its row offsets
     computed once (the loop body is then loads and multiply-adds only); every group after the
@@ -382,7 +388,7 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
         d += cnt
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, cs, css, c0, codes, out0, out1, nt):
     """The inner product of row r fused with ModDown's last step, the rotation's c0 and its
     permutation, in one pass over the row (ext's digits: at most ``GROUP``):
@@ -502,7 +508,7 @@ def _ipmd_block(v0, v1, v2, v3, key, a0, a1, a2, a3, kstep, jj, t0, t1, c0v, q, 
         vstore(out1, dst, vpermvar(u1, lanes))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1, cs, css, c0,
                          codes_a, codes_b, oa0, oa1, ob0, ob1, nt):
     """``ip_moddown_perm_row`` for two keys (same row, same digits) in one pass: each digit
@@ -544,7 +550,7 @@ def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1,
         b += np.uint64(1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def sub_mul_row(a, b, cs, css, qs, out):
     """out[j] = (a[j] - b[j]) * c mod q for a, b < q (cs = c, css its Shoup companion)."""
     n = np.uint64(out.shape[0])
@@ -595,7 +601,7 @@ def convert(x, q_from, qhat_inv, qhat_inv_s, q_to, pneg_to, qhat_mont, out):
         conv_row(y, 0, k, qhat_mont[t], q_to[t], pneg_to[t], out[t])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def sub_mul_add_row(a, b, cs, css, d, qs, out):
     """out[j] = (a[j] - b[j]) * c + d[j] mod q for a, b, d < q."""
     n = np.uint64(out.shape[0])
@@ -611,7 +617,7 @@ def sub_mul_add_row(a, b, cs, css, d, qs, out):
         vstore(out, jj, vmin(t, vsub(t, q)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def sub_mul_add_perm_row(a, b, cs, css, d, add, qs, perm, out):
     """out[j] = v[perm[j]] with v = (a - b) * c (+ d if ``add``) mod q, for a blocked perm
     (see ``blocked_permutation``): each source block is computed once, lanes permuted."""
