@@ -109,11 +109,11 @@ class PrivateInference:
     """Client and Server in one process (the demo / infer / eval / bench commands): keys made
     by the client, only the key bundle, requests and responses cross to the server."""
 
-    def __init__(self, model, params, progress=None, log=print, prepare=False):
+    def __init__(self, model, params, progress=None, log=print, prepare=False, galois_keys=64):
         from .roles import Client, Server
         self.times = {}
         t = time.perf_counter()
-        self.server = Server(model, params, prepare=prepare)
+        self.server = Server(model, params, prepare=prepare, max_galois_keys=galois_keys)
         self.times["compile"] = time.perf_counter() - t
         info = self.server.public_info()
         t0 = time.perf_counter()
@@ -207,6 +207,10 @@ def _plain_logits(model, x):
 def _infer_setup(p, default_model=None):
     p.add_argument("--model", default=default_model, required=default_model is None,
                    help="shipped model name or model file path")
+    p.add_argument("--galois-keys", type=int, default=32,
+                   help="Galois keys the client makes (default 32: for one image, fewer keys save "
+                        "more key generation than the extra rotations cost; hemet-fire1-4: 380 "
+                        "extra key switches vs 194 at 64 keys)")
     p.add_argument("--image", default="0", help="index into the shipped 64 CIFAR-10 test images "
                    "(default 0) or a .npy/.npz/image file")
     _add_params_args(p)
@@ -223,7 +227,8 @@ def _infer(args, demo: bool) -> int:
     out(f"model {args.model} ({model.name}), {what}"
         + (f", true class {class_name(model.classes, label)}" if label is not None else ""))
     t_all = time.perf_counter()
-    pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=out)
+    pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=out,
+                          galois_keys=args.galois_keys)
     report = _ProgressList(args, "encrypted layers", len(pi.server.program.steps))
     logits, t = pi.infer(x, report=report)
     report.close()
