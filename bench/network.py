@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from hemet.zoo import random_weights  # noqa: E402
+from hemet.search.params import key_bytes, select_parameters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,29 +84,12 @@ def load_images(k: int):
     return to_nchw_float(images), np.asarray(labels)
 
 
-def key_bytes(params) -> int:
-    """One Galois (or relinearization) key: dnum digits x 2 polynomials over Q_L * P."""
-    return 2 * params.dnum * (params.depth + 1 + params.alpha) * params.n * 8
-
-
 def choose_parameters(ckks, depth: int, log_n: int = None, dnum: int = None):
-    """128-bit-secure parameters for ``depth`` with the smallest keys: the smallest ring
-    (``ckks.Parameters(depth=...)``) or the next one, each with its secure digit counts.
+    """128-bit-secure parameters for ``depth`` with the smallest keys
+    (``hemet.search.params.select_parameters``, which the latency model prices the same way).
     At depth 11 that is N = 2^15, dnum 2 (18 MiB keys); at depth 19 N = 2^15 needs dnum 20
     (210 MiB keys, 20 digits per key switch) and N = 2^16, dnum 2 wins (60 MiB)."""
-    if log_n is not None or dnum is not None:
-        return ckks.Parameters(depth=depth, log_n=log_n, dnum=dnum)
-    base = ckks.Parameters(depth=depth)
-    best = base
-    for ln in (base.log_n, base.log_n + 1):
-        for d in range(1, depth + 2):
-            try:
-                p = ckks.Parameters(depth=depth, log_n=ln, dnum=d)
-            except ckks.SecurityError:
-                continue
-            if key_bytes(p) < key_bytes(best):
-                best = p
-    return best
+    return select_parameters(depth, log_n, dnum)
 
 
 class Quiet:

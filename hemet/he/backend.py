@@ -20,7 +20,7 @@ from numba.typed import List
 
 from ckks import Ciphertext
 
-from ._fused import mul_add_ct, mul_add_many
+from ._fused import mul_add_many
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
@@ -295,9 +295,7 @@ class HEBackend:
             return self.multiply_plain(ct, pt)
         if not (acc.level == ct.level == pt.level) or acc.size != 2 or ct.size != 2:
             return self.add(acc, self.multiply_plain(ct, pt))
-        self.counts["multiply_plain"] += 1
-        self.counts["add"] += 1
-        mul_add_ct(ct.data, pt.data, self.ctx.q_all[: ct.level + 1], acc.data)
+        self.multiply_plain_add_many({0: acc}, [(0, ct, pt)])
         return acc
 
     def multiply_plain_add_many(self, acc: dict, terms) -> None:

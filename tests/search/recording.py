@@ -11,6 +11,27 @@ class _Recorder:
     def _rec(self, op, level, n=1):
         self.ops[(op, level)] += n
 
+    def add(self, a, b):
+        self._rec("add", a.level)
+        return super().add(a, b)
+
+    def add_plain(self, ct, vec):
+        self._rec("add_plain", ct.level)
+        return super().add_plain(ct, vec)
+
+    def square(self, ct):
+        self._rec("square", ct.level)
+        return super().square(ct)
+
+    def rescale(self, ct):
+        self._rec("rescale", ct.level)
+        return super().rescale(ct)
+
+    def drop_level(self, ct, level):
+        if level != ct.level:
+            self._rec("drop_level", ct.level)
+        return super().drop_level(ct, level)
+
 
 class _RecordingEvaluator:
     """Proxy of a ckks.Evaluator: key-switched rotations as the engine runs them."""
@@ -61,27 +82,6 @@ class RecordingHEBackend(_Recorder, HEBackend):
         finally:
             self.ops = saved
 
-    def add(self, a, b):
-        self._rec("add", a.level)
-        return super().add(a, b)
-
-    def add_plain(self, ct, vec):
-        self._rec("add_plain", ct.level)
-        return super().add_plain(ct, vec)
-
-    def square(self, ct):
-        self._rec("square", ct.level)
-        return super().square(ct)
-
-    def rescale(self, ct):
-        self._rec("rescale", ct.level)
-        return super().rescale(ct)
-
-    def drop_level(self, ct, level):
-        if level != ct.level:
-            self._rec("drop_level", ct.level)
-        return super().drop_level(ct, level)
-
 
 class RecordingMirror(_Recorder, MirrorBackend):
     def __init__(self, *a, **k):
@@ -109,27 +109,6 @@ class RecordingMirror(_Recorder, MirrorBackend):
             prod = MirrorBackend.multiply_plain(self, ct, pt)
             self._rec("mul_add" if key in acc else "mul_new", ct.level)
             acc[key] = prod if key not in acc else MirrorBackend.add(self, acc[key], prod)
-
-    def add(self, a, b):
-        self._rec("add", a.level)
-        return super().add(a, b)
-
-    def add_plain(self, ct, vec):
-        self._rec("add_plain", ct.level)
-        return super().add_plain(ct, vec)
-
-    def square(self, ct):
-        self._rec("square", ct.level)
-        return super().square(ct)
-
-    def rescale(self, ct):
-        self._rec("rescale", ct.level)
-        return super().rescale(ct)
-
-    def drop_level(self, ct, level):
-        if level != ct.level:
-            self._rec("drop_level", ct.level)
-        return super().drop_level(ct, level)
 
 
 def per_step(prog, backend, cts):
