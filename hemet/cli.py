@@ -86,7 +86,7 @@ def _train_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "coef_decay",
               "warmup_epochs", "label_smoothing", "clip", "act_reg", "act_range", "n_val",
-              "seed", "threads", "limit_train", "max_minutes"):
+              "seed", "threads", "limit_train", "max_minutes", "cutout", "max_rollbacks"):
         v = getattr(d, k)
         typ = float if isinstance(v, float) or k == "max_minutes" else int
         p.add_argument("--" + k.replace("_", "-"), type=typ, default=v)
@@ -110,7 +110,8 @@ def _train_run(a: argparse.Namespace) -> int:
         act_reg=a.act_reg, act_range=a.act_range, poly_init=tuple(a.poly_init),
         activation=a.activation, n_val=a.n_val, seed=a.seed, threads=a.threads,
         limit_train=a.limit_train, export=a.export, progress=not a.no_progress,
-        max_minutes=a.max_minutes, compile=a.compile, precision=a.precision)
+        max_minutes=a.max_minutes, compile=a.compile, precision=a.precision, cutout=a.cutout,
+        max_rollbacks=a.max_rollbacks)
     summary = train(cfg, resume=a.resume, log=lambda m: print(m, flush=True))
     print(json.dumps(summary))
     return 0

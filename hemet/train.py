@@ -2,13 +2,17 @@
 
 Recipe: random crop (pad 4) + horizontal flip, SGD with Nesterov momentum, linear warm-up
 then cosine decay, weight decay (not on batch norm / polynomial b, c), label smoothing,
-gradient-norm clipping, an L2 pull of the polynomial coefficients a towards 0 and an
-optional activation-range penalty on the inputs of the polynomial activations.
+gradient-norm clipping, an L2 pull of the polynomial coefficients a towards 0, an
+optional activation-range penalty on the inputs of the polynomial activations and optional
+cutout.  Stacked x^2 activations occasionally blow up at high learning rates: an epoch after
+which validation accuracy has collapsed (below half the best so far) or the loss went
+non-finite is undone and retried at half the learning rate (``rollbacks`` in the log).
 Model selection uses a validation split held out of the training set; the test set is
 never looked at here.  Checkpoints (``last.pt``, ``best.pt``) allow resuming.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -54,10 +58,15 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (resumable) after this much wall time
     compile: bool = True            # torch.compile the training step (a speed choice only)
     precision: str = "auto"         # "bf16" autocast where the CPU does bf16 natively, else "fp32"
+    cutout: int = 0                 # side of a random square set to the mean pixel (0: off)
+    max_rollbacks: int = 4          # undone diverged epochs before the run gives up
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop with zero padding ``pad`` and random horizontal flip (uint8 NHWC)."""
+def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4,
+                  cutout: int = 0, fill=(0, 0, 0)) -> np.ndarray:
+    """Random crop with zero padding ``pad`` and random horizontal flip (uint8 NHWC); with
+    ``cutout`` > 0, a ``cutout``-sided square centred anywhere in the image (clipped at the
+    border) is set to ``fill``."""
     n, h, w, c = images.shape
     padded = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=images.dtype)
     padded[:, pad:pad + h, pad:pad + w] = images
@@ -68,7 +77,21 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4) ->
     for i in range(n):
         crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
         out[i] = crop[:, ::-1] if flip[i] else crop
+    if cutout > 0:
+        cy = rng.integers(0, h, n)
+        cx = rng.integers(0, w, n)
+        half = cutout // 2
+        fill = np.asarray(fill, dtype=images.dtype)
+        for i in range(n):
+            y0, x0 = max(cy[i] - half, 0), max(cx[i] - half, 0)
+            out[i, y0:cy[i] - half + cutout, x0:cx[i] - half + cutout] = fill
     return out
+
+
+def collapsed(val_acc: float, best_val: float) -> bool:
+    """Whether an epoch's validation accuracy says training diverged (rather than a noisy
+    epoch): below half the best so far, once the best is clearly above chance."""
+    return best_val > 0.3 and val_acc < 0.5 * best_val
 
 
 def _to_tensor(images: np.ndarray):
@@ -221,11 +244,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     total = steps_per_epoch * cfg.epochs
     warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     start_epoch, step, best_val, history = 0, 0, -1.0, []
+    lr_scale, rollbacks = 1.0, 0
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, best_val = state["epoch"], state["step"], state["best_val"]
         history = state.get("history", [])
+        lr_scale, rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -236,7 +261,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     t_start = time.time()
     from .torch_modules import poly_modules
     polys = poly_modules(net)
-    for epoch in range(start_epoch, cfg.epochs):
+    fill = tuple(int(round(255 * m)) for m in D.dataset_stats(cfg.dataset)[0])
+    epoch = start_epoch
+    while epoch < cfg.epochs:
+        snapshot = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()), step)
+        diverged = False
         net.train()
         perm = rng.permutation(len(tr))
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
@@ -244,9 +273,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
                         f"{cfg.model} ep {epoch + 1}/{cfg.epochs}", cfg.progress)
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = _to_tensor(augment_batch(tr.images[idx], rng))
+            x = _to_tensor(augment_batch(tr.images[idx], rng, cutout=cfg.cutout, fill=fill))
             y = torch.from_numpy(tr.labels[idx])
-            lr = _lr_at(step, total, warm, cfg.lr)
+            lr = _lr_at(step, total, warm, cfg.lr) * lr_scale
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -255,8 +284,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             loss_total = loss if pen is None else loss + cfg.act_reg * pen.float()
             if not torch.isfinite(loss_total):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} step {step}; "
-                                         "lower --lr or raise --clip/--act-reg")
+                diverged = True
+                break
             opt.zero_grad(set_to_none=True)
             loss_total.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
@@ -268,11 +297,29 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             if hasattr(bar, "set_postfix") and b % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                                 lr=f"{lr:.4f}")
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "lr": lr, "sec": time.time() - t0,
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+               "train_acc": correct / max(seen, 1), "lr": lr, "sec": time.time() - t0,
                "a_absmax": max((float(p.a.detach().abs().max()) for p in polys), default=0.0)}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if not diverged and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             rec["val_acc"] = evaluate_torch(net, val)
+            diverged = collapsed(rec["val_acc"], best_val)
+        if diverged:
+            if rollbacks >= cfg.max_rollbacks:
+                raise FloatingPointError(
+                    f"{cfg.model} diverged at epoch {epoch + 1} after {rollbacks} rollbacks; "
+                    "lower --lr or raise --clip/--act-reg")
+            rollbacks += 1
+            lr_scale *= 0.5
+            net.load_state_dict(snapshot[0])
+            opt.load_state_dict(snapshot[1])
+            step = snapshot[2]
+            rec.update(rollback=rollbacks, lr_scale=lr_scale)
+            history.append(rec)
+            _log(out / "log.jsonl", rec)
+            log(f"epoch {epoch + 1} diverged ({rec.get('val_acc', 'non-finite loss')}); "
+                f"undone, retrying at {lr_scale:g}x the learning rate")
+            continue
+        if "val_acc" in rec:
             if rec["val_acc"] > best_val:
                 best_val = rec["val_acc"]
                 torch.save({"model": net.state_dict(), "epoch": epoch + 1, "val_acc": best_val,
@@ -284,12 +331,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                     "step": step, "best_val": best_val, "config": asdict(cfg),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "history": history}, str(last_ckpt) + ".tmp")
+                    "history": history, "lr_scale": lr_scale, "rollbacks": rollbacks},
+                   str(last_ckpt) + ".tmp")
         os.replace(str(last_ckpt) + ".tmp", last_ckpt)
-        if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes and epoch + 1 < cfg.epochs:
+        epoch += 1
+        if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes and epoch < cfg.epochs:
             log(f"stopping after {cfg.max_minutes} min; resume with --resume")
             break
-    summary = {"model": cfg.model, "dataset": cfg.dataset, "epochs_done": len(history),
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "epochs_done": epoch,
+               "rollbacks": rollbacks,
                "epochs": cfg.epochs, "best_val": best_val, "out": str(out)}
     if cfg.export:
         summary["export"] = str(export_checkpoint(best_ckpt, cfg.export))
@@ -312,6 +362,6 @@ def export_checkpoint(ckpt, path, name: str | None = None):
                           recipe={k: getattr(cfg, k) for k in (
                               "epochs", "batch_size", "lr", "weight_decay", "coef_decay",
                               "label_smoothing", "clip", "act_reg", "act_range", "seed",
-                              "n_val", "precision")})
+                              "n_val", "precision", "cutout")})
     w = {k: v.astype(np.float32) for k, v in export_weights(net).items()}
     return modelfile.save(path, graph, w)

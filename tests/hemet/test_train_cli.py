@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hemet import cli, data as D, modelfile, reference, zoo
-from hemet.train import augment_batch
+from hemet.train import augment_batch, collapsed
 
 from helpers import random_weights
 
@@ -24,6 +24,28 @@ def test_augment_batch_is_crop_and_flip():
         assert found
         changed += not np.array_equal(src, dst)
     assert changed > 20  # most images are actually transformed
+
+
+def test_cutout_masks_one_clipped_square():
+    imgs = np.full((200, 16, 16, 3), 200, np.uint8)
+    out = augment_batch(imgs, np.random.default_rng(2), pad=0, cutout=6, fill=(1, 2, 3))
+    masked = (out == np.array([1, 2, 3], np.uint8)).all(-1)
+    assert ((out == 200).all(-1) | masked).all()  # every pixel is either kept or filled
+    for m in masked:
+        ys, xs = np.nonzero(m)
+        assert len(ys) > 0
+        # one axis-aligned rectangle, at most 6x6, a full 6x6 unless clipped at a border
+        assert len(ys) == (np.ptp(ys) + 1) * (np.ptp(xs) + 1) and np.ptp(ys) < 6 and np.ptp(xs) < 6
+        if 0 < ys.min() and ys.max() < 15 and 0 < xs.min() and xs.max() < 15:
+            assert len(ys) == 36
+    sizes = masked.sum((1, 2))
+    assert sizes.min() < 36 == sizes.max()  # border clipping happens, full squares too
+
+
+def test_collapse_rule():
+    assert collapsed(0.10, 0.73)            # chance after 73%: diverged
+    assert not collapsed(0.476, 0.687)      # a noisy epoch at high learning rate
+    assert not collapsed(0.10, 0.25)        # too early to tell
 
 
 def _run(capsys, argv):
@@ -121,6 +143,36 @@ def test_train_is_deterministic(tmp_path, capsys, cifar10_dir):
         assert rc == 0
         finals.append(torch.load(out / "last.pt", weights_only=False)["model"])
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_train_rolls_back_a_diverged_epoch(tmp_path, capsys, cifar10_dir, monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    import hemet.train as T
+    calls = []
+
+    def fake_collapse(val, best):  # the second evaluated epoch "diverges" once
+        calls.append(val)
+        return len(calls) == 2
+    monkeypatch.setattr(T, "collapsed", fake_collapse)
+    out = tmp_path / "r"
+    def argv(out, *extra):
+        return ["train", "--model", "dwsep", "--data", str(cifar10_dir), "--out", str(out),
+                "--batch-size", "25", "--n-val", "20", "--epochs", "2", "--lr", "0.05",
+                "--no-progress", "--no-compile", *extra]
+    rc, stdout, _ = _run(capsys, argv(out))
+    assert rc == 0 and "diverged" in stdout
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["rollbacks"] == 1 and summary["epochs_done"] == 2
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 2]
+    assert log[1]["rollback"] == 1 and log[1]["lr_scale"] == 0.5 and "rollback" not in log[2]
+    assert log[2]["lr"] == pytest.approx(log[1]["lr"] * 0.5)  # the retry runs at half the rate
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["rollbacks"] == 1 and last["lr_scale"] == 0.5 and last["epoch"] == 2
+    # a run that keeps diverging gives up with a clear error instead of training on garbage
+    monkeypatch.setattr(T, "collapsed", lambda v, b: True)
+    with pytest.raises(FloatingPointError, match="rollbacks"):
+        cli.main(argv(tmp_path / "r2", "--max-rollbacks", "1"))
 
 
 SHIPPED = ["squeezenet-cifar10", "hemet-cifar10"]
