@@ -84,6 +84,47 @@ def load_images(k: int):
     return to_nchw_float(images), np.asarray(labels)
 
 
+def model_digest(model) -> str:
+    """SHA-256 of a model's graph and weights: agreement records are kept per exact model."""
+    import hashlib
+    from hemet.modelfile import graph_to_json
+    h = hashlib.sha256(json.dumps(graph_to_json(model.graph), sort_keys=True).encode())
+    for k in sorted(model.weights):
+        w = np.ascontiguousarray(model.weights[k], dtype=np.float64)
+        h.update(k.encode() + str(w.shape).encode() + w.tobytes())
+    return h.hexdigest()[:16]
+
+
+class AgreementRecord:
+    """Per-image results appended to ``DIR/<model digest>.jsonl`` as they are produced, so a
+    long agreement run (200 images of SqueezeNet: hours on 2 cores) can stop and resume, and
+    results of other weights are never mixed in."""
+
+    def __init__(self, directory, model):
+        self.digest = model_digest(model)
+        self.path = Path(directory) / f"{self.digest}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                    self.rows[int(r["index"])] = r
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interrupted run
+
+    def add(self, row: dict):
+        self.rows[int(row["index"])] = row
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def summary(self, n: int) -> dict:
+        got = [self.rows[i] for i in range(n) if i in self.rows]
+        return {"agree": sum(r["agree"] for r in got), "agree_images": len(got),
+                "max_rel_err": max((r["rel_err"] for r in got), default=None),
+                "record": str(self.path)}
+
+
 def choose_parameters(ckks, depth: int, log_n: int = None, dnum: int = None):
     """128-bit-secure parameters for ``depth`` with the smallest keys
     (``hemet.search.params.select_parameters``, which the latency model prices the same way).
@@ -187,6 +228,10 @@ def main(argv=None) -> int:
                    help="pause the training jobs (<= 60 s, .cache/quiet) while image 0's server part runs")
     p.add_argument("--plan-only", action="store_true", help="plan counts and estimates, no HE")
     p.add_argument("--report", action="store_true", help="print the per-step table of every image")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="append per-image results to DIR/<model digest>.jsonl and skip images "
+                        "already recorded there (resumable agreement runs); agree/n_images "
+                        "then count every recorded image among the first --images")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
 
@@ -252,8 +297,12 @@ def main(argv=None) -> int:
 
     x, labels = load_images(a.images)
     plain = forward(model, x)
+    record = AgreementRecord(a.record, model) if a.record else None
+    todo = [i for i in range(len(x)) if record is None or i not in record.rows]
+    if record is not None:
+        log(f"record {record.path}: {len(x) - len(todo)} of {len(x)} images already done")
     server, client, errs, agree, reports = [], [], [], [], []
-    for i in range(len(x)):
+    for i in todo:
         be.encode_seconds = 0.0
         t0 = time.perf_counter()
         cts = prog.encrypt(be, x[i])
@@ -275,20 +324,33 @@ def main(argv=None) -> int:
         errs.append(err)
         agree.append(ok)
         reports.append(rep)
+        if record is not None:
+            record.add({"index": i, "agree": ok, "rel_err": err, "server_s": round(t_srv, 3),
+                        "threads": a.threads, "label": int(labels[i]),
+                        "plain_top1": int(np.argmax(plain[i])), "enc_top1": int(np.argmax(y))})
         log(f"image {i}: server {t_srv:.2f} s (encode {be.encode_seconds:.2f} s), client enc {t_enc:.3f} + "
             f"dec {t_dec:.3f} s, rel err {err:.2e}, top-1 {'agrees' if ok else 'DIFFERS'} "
             f"(label {labels[i]}, plain {np.argmax(plain[i])})")
-        if a.report or i == 0:
+        if a.report or i == todo[0]:
             log(format_report(rep))
-    med = lambda v: statistics.median(v)  # noqa: E731
+    med = lambda v: statistics.median(v) if v else None  # noqa: E731
+    if record is not None:
+        rec = record.summary(len(x))
+        result.update(record=rec["record"], model_digest=record.digest)
+        errs_all = [record.rows[i]["rel_err"] for i in range(len(x)) if i in record.rows]
+        agree_frac, n_agree = rec["agree"] / max(rec["agree_images"], 1), rec["agree_images"]
+    else:
+        errs_all, agree_frac, n_agree = errs, sum(agree) / max(len(agree), 1), len(agree)
     result.update({
-        "seconds": round(med(server), 3), "agree": sum(agree) / len(agree), "n_images": len(agree),
-        "max_rel_err": max(errs), "median_rel_err": med(errs), "client_s": round(med(client), 3),
+        "seconds": round(med(server), 3) if server else None, "agree": agree_frac,
+        "n_images": n_agree, "images_run": len(server),
+        "max_rel_err": max(errs_all, default=None), "median_rel_err": med(errs_all),
+        "client_s": round(med(client), 3) if client else None,
         "keygen_s": round(keygen_s, 1), "key_bytes": kbytes, "prepare_s": round(prepare_s, 1),
         "pinned_bytes": be.cache.bytes, "plain_top1_acc": float(np.mean(np.argmax(plain, 1) == labels)),
         "peak_rss_gb": round(peak_rss_gb(), 2), "loadavg": os.getloadavg()[0],
         "per_step": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
-                     for r in reports[0]],
+                     for r in reports[0]] if reports else [],
     })
     if a.json:
         print(json.dumps(result))

@@ -3,6 +3,7 @@
     python bench/reproduce.py --images 3 --json          # quick: 3 encrypted images each
     python bench/reproduce.py --json                     # 200 images for the agreement
     python bench/reproduce.py --plan-only --json         # counts and predictions, no HE
+    python bench/reproduce.py --record bench/results/agreement --json   # resumable 200 images
 
 For each network: depth, N, dnum, log2 QP, rotations and ct x pt products of a run, the
 latency predicted by ``hemet.search`` (shipped calibration) and measured on encrypted inputs
@@ -86,9 +87,14 @@ def measure(model, a, n_images) -> dict:
     log(f"  keys + prepare {time.perf_counter() - t0:.1f} s ({params.describe()})")
     x, labels = netbench.load_images(n_images)
     plain = forward(model, x)
+    record = netbench.AgreementRecord(a.record, model) if a.record else None
+    if record is not None:
+        log(f"  record {record.path}: {len(record.rows)} images already done")
     seconds = {1: [], 2: []}
     agree, per_step = [], None
     for i in range(len(x)):
+        if i >= a.timed and record is not None and i in record.rows:
+            continue
         for t in ((2, 1) if i < a.timed else (a.threads,)):
             ckks.set_num_threads(t)
             cts = prog.encrypt(be, x[i])
@@ -104,12 +110,19 @@ def measure(model, a, n_images) -> dict:
             if t == 2 and per_step is None:
                 per_step = [{"name": r["name"], "seconds": round(r["seconds"], 3)} for r in rep]
         agree.append(int(np.argmax(y) == np.argmax(plain[i])))
+        if record is not None:
+            err = float(np.max(np.abs(y - plain[i])) / np.max(np.abs(plain[i])))
+            record.add({"index": i, "agree": agree[-1], "rel_err": err, "server_s": round(s, 3),
+                        "threads": t, "label": int(labels[i]),
+                        "plain_top1": int(np.argmax(plain[i])), "enc_top1": int(np.argmax(y))})
         log(f"  image {i}: server {s:.2f} s ({t} thread(s)), top-1 "
             f"{'agrees' if agree[-1] else 'DIFFERS'}")
     ckks.set_num_threads(2)
     out = {f"measured_s_{t}t": round(statistics.median(v), 2) for t, v in seconds.items() if v}
     out.update({f"measured_runs_{t}t": [round(s, 2) for s in v] for t, v in seconds.items() if v})
     out.update(agree=sum(agree), agree_images=len(agree), measured_steps_2t=per_step)
+    if record is not None:
+        out.update(record.summary(len(x)), model_digest=record.digest)
     return out
 
 
@@ -165,6 +178,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-accuracy", action="store_true", help="skip the full test-set accuracy")
     p.add_argument("--plan-only", action="store_true", help="counts and predictions only (no HE, "
                    "no accuracy)")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="keep per-image results in DIR/<model digest>.jsonl and skip images already "
+                        "there (the first --timed always run): a 200-image run can resume")
     p.add_argument("--plot", default="reproduce_latency.png")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)

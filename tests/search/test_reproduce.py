@@ -19,3 +19,28 @@ def test_plan_only_json(tmp_path):
     assert d["accuracy_gain"] is None  # plan only: no accuracy
     assert sum(s["seconds"] for s in b["predicted_steps_2t"]) == __import__("pytest").approx(
         b["predicted_s_2t"], abs=0.05)
+
+
+def test_agreement_record_resumes_per_model(tmp_path):
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    import network
+    from hemet import modelfile, zoo
+    g = zoo.build("hemet-fire1-4", 10)
+    m = modelfile.Model(g, zoo.random_weights(g, 1))
+    rec = network.AgreementRecord(tmp_path, m)
+    rec.add({"index": 0, "agree": 1, "rel_err": 1e-4})
+    rec.add({"index": 2, "agree": 0, "rel_err": 3e-3})
+    with open(rec.path, "a") as f:
+        f.write('{"index": 5, "agr')  # a run killed mid-write
+    again = network.AgreementRecord(tmp_path, m)
+    assert sorted(again.rows) == [0, 2]
+    s = again.summary(3)
+    assert (s["agree"], s["agree_images"], s["max_rel_err"]) == (1, 2, 3e-3)
+    assert again.summary(1)["agree_images"] == 1  # only the first n images count
+    # other weights -> another file: results of different models never mix
+    w = dict(m.weights)
+    k = sorted(w)[0]
+    w[k] = w[k] + np.float32(1e-3)
+    other = network.AgreementRecord(tmp_path, modelfile.Model(g, w))
+    assert other.digest != rec.digest and other.rows == {}
