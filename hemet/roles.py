@@ -221,13 +221,13 @@ def _load(loader, ctx, data: memoryview, what: str):
 # ---------------------------------------------------------------------------- model info
 def _layout_dict(lay) -> dict:
     return {k: getattr(lay, k) for k in ("channels", "height", "width", "base_h", "base_w", "gap",
-                                         "slots", "plane_stride", "multiplex")}
+                                         "slots", "plane_stride", "replicas", "multiplex")}
 
 
 def _layout_from(d, what: str):
     from hemet.he.layout import Layout, LayoutError
     keys = ("channels", "height", "width", "base_h", "base_w", "gap", "slots", "plane_stride",
-            "multiplex")
+            "replicas", "multiplex")
     if not isinstance(d, dict) or set(d) != set(keys):
         raise ProtocolError(f"model info: {what} must be an object with keys {', '.join(keys)}")
     for k in keys[:-1]:

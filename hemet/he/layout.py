@@ -19,6 +19,13 @@ ICML 2022) instead of repacking.  ``multiplex=False`` keeps one channel per plan
 (0, 0), gaps left empty) and ``Layout.per_channel`` puts each channel in its own ciphertext: the
 one-ciphertext-per-channel layout, for comparison.
 
+Replicas.  A layout that fills at most half a ciphertext can be stored ``replicas`` times,
+copy ``r`` at ``global + r * slots / replicas``: the client packs every copy, and a linear stage
+reads each value from the copy nearest the output slot it feeds.  A first convolution on a
+replicated 3-channel input then needs 4 channel offsets per output plane instead of 16
+(hemet-fire1-4's conv1: 144 diagonals instead of 576, all at the top level), for nothing but
+slots that were empty anyway.
+
 Vectors (F,) are treated as (F, 1, 1) maps (``Layout.vector``).
 """
 from __future__ import annotations
@@ -49,6 +56,7 @@ class Layout:
     slots: int
     plane_stride: int | None = None  # default base_h * base_w, padded to a divisor of slots
     multiplex: bool = True
+    replicas: int = 1                # copies of the whole layout, every slots / replicas slots
 
     def __post_init__(self):
         for name in ("channels", "height", "width", "base_h", "base_w", "gap", "slots"):
@@ -79,6 +87,16 @@ class Layout:
             raise LayoutError(f"plane_stride {stride} above {self.slots} slots must be a multiple of it")
         object.__setattr__(self, "plane_stride", stride)
         object.__setattr__(self, "multiplex", bool(self.multiplex))
+        r = self.replicas
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not _is_pow2(int(r)) \
+                or r > self.slots:
+            raise LayoutError(f"replicas must be a power of two up to the slots, got {r!r}")
+        object.__setattr__(self, "replicas", int(r))
+        if r > 1:
+            last = (self.n_planes - 1) * stride + self.base_h * self.base_w
+            if last > self.slots // r:
+                raise LayoutError(f"{r} replicas of a layout spanning {last} slots do not fit "
+                                  f"{self.slots} slots")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -100,6 +118,23 @@ class Layout:
     def vector(cls, features, slots):
         """A vector (F,) in slots 0..F-1 (as an (F, 1, 1) map)."""
         return cls(features, 1, 1, 1, 1, 1, slots)
+
+    @classmethod
+    def replicated(cls, layout: "Layout") -> "Layout":
+        """``layout`` (one ciphertext) with as many copies as fit: each copy takes the
+        smallest power-of-two number of planes that holds the channels."""
+        if layout.n_ciphertexts != 1 or layout.plane_stride > layout.slots:
+            return layout
+        span = layout.plane_stride * (1 << (layout.n_planes - 1).bit_length())
+        if 2 * span > layout.slots:
+            return layout
+        return cls(layout.channels, layout.height, layout.width, layout.base_h, layout.base_w,
+                   layout.gap, layout.slots, layout.plane_stride, layout.multiplex,
+                   replicas=layout.slots // span)
+
+    @property
+    def replica_stride(self) -> int:
+        return self.slots // self.replicas
 
     def with_shape(self, channels, height, width, gap=None):
         """The same base, slots and style for another map size (and gap)."""
@@ -162,7 +197,8 @@ class Layout:
             raise LayoutError(f"expected an array of shape {self.shape}, got {x.shape}")
         ct, slot = self.flat_slot_index()
         out = np.zeros((self.n_ciphertexts, self.slots))
-        out[ct, slot] = x.ravel()
+        for r in range(getattr(self, "replicas", 1)):
+            out[ct, slot + r * (self.slots // self.replicas)] = x.ravel()
         return list(out)
 
     def unpack(self, vectors) -> np.ndarray:
@@ -183,8 +219,9 @@ class Layout:
 
     def describe(self) -> str:
         style = "multiplexed" if self.multiplex else "one plane per channel"
+        rep = f", {self.replicas} replicas" if self.replicas > 1 else ""
         return (f"{self.channels}x{self.height}x{self.width} on base {self.base_h}x{self.base_w}, "
-                f"gap {self.gap} ({style}), plane stride {self.plane_stride}, "
+                f"gap {self.gap} ({style}), plane stride {self.plane_stride}{rep}, "
                 f"{self.n_ciphertexts} ciphertext(s) of {self.slots} slots")
 
 

@@ -180,6 +180,10 @@ class LinearStage:
             o_ct, o_s = out_ct_of[rows], out_slot_of[rows]
             i_ct, i_s = in_ct_of[cols], in_slot_of[cols]
             d = (i_s - o_s) % slots
+            reps = getattr(lay, "replicas", 1)
+            if reps > 1:  # read every value from the copy nearest its output slot
+                st = slots // reps
+                d = ((d + st // 2) % st - st // 2) % slots
             key = o_ct * slots + d
             del rows, cols, nz
             blocks = {}

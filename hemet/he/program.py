@@ -599,7 +599,7 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     c, h, w = g.input_shape
     if input_layout is None:
         input_layout = (Layout.per_channel(c, h, w, slots) if layout.startswith("per_channel")
-                        else Layout.packed(c, h, w, slots))
+                        else Layout.replicated(Layout.packed(c, h, w, slots)))
     prog = Program(input_layout, slots)
     src_shapes = {0: input_layout.shape}
     exprs = {INPUT: Expr(input_layout.shape, {0: S.identity(input_layout.shape)})}

@@ -97,3 +97,26 @@ def test_bad_data():
         lay.unpack([np.zeros(64), np.zeros(64)])
     with pytest.raises(LayoutError, match="out of range"):
         lay.slot_index(2, 0, 0)
+
+
+def test_replicated_layout_packs_every_copy():
+    base = Layout.packed(3, 4, 4, 256)           # planes of 16 slots: 3 planes -> span 64
+    rep = Layout.replicated(base)
+    assert (rep.replicas, rep.replica_stride) == (4, 64) and rep.n_ciphertexts == 1
+    x = np.arange(48, dtype=float).reshape(3, 4, 4) + 1
+    v, = rep.pack(x)
+    b, = base.pack(x)
+    for r in range(4):
+        np.testing.assert_array_equal(v[64 * r:64 * (r + 1)], b[:64])
+    np.testing.assert_array_equal(rep.unpack([v]), x)
+    assert "4 replicas" in rep.describe()
+    # layouts that fill more than half a ciphertext (or several) are left alone
+    full = Layout.packed(16, 4, 4, 256)
+    assert Layout.replicated(full) is full
+    assert Layout.replicated(Layout.packed(3, 4, 4, 32)).replicas == 1
+
+
+@pytest.mark.parametrize("reps, msg", [(3, "power of two"), (0, "power of two"), (8, "do not fit")])
+def test_bad_replicas(reps, msg):
+    with pytest.raises(LayoutError, match=msg):
+        Layout(3, 4, 4, 4, 4, 1, 256, replicas=reps)

@@ -85,6 +85,9 @@ def make_case(name, rng):
         m = AffineMap.vstack([m1, m3])
         concat = lambda x: run_node(L.Concat(), [f1(x)[None], f3(x)[None]], {})[0]  # noqa: E731
         return m, concat, lin, Layout.packed(8, H, W, slots)
+    if name == "replicated_input_conv":  # 3 channels stored 4 times; output fills the ciphertext
+        m, f = conv_case(rng, 3, 16, 3, 1, 1)
+        return m, f, Layout.replicated(Layout.packed(3, H, W, slots)), Layout.packed(16, H, W, slots)
     if name == "per_channel_conv":
         m, f = conv_case(rng, C, 3, 3, 1, 1)
         return m, f, Layout.per_channel(C, H, W, slots), Layout.per_channel(3, H, W, slots)
@@ -97,7 +100,7 @@ def make_case(name, rng):
 
 CASES = ["conv3x3", "conv3x3_s2", "conv3x3_s2_repacked", "pointwise", "depthwise", "depthwise_s2",
          "grouped", "avgpool", "global_avgpool", "linear_flat", "batchnorm_folded", "pool_then_conv",
-         "concat", "per_channel_conv"]
+         "concat", "per_channel_conv", "replicated_input_conv"]
 
 
 @pytest.mark.parametrize("name", CASES + ["multi_ct_conv"])
@@ -124,6 +127,23 @@ def test_layer_on_mirror_is_exact(name, rng):
     ct, sl = lout.flat_slot_index()
     mask[ct, sl] = False
     assert not np.any(np.asarray([mb.decrypt(o) for o in out])[mask])
+
+
+def test_replicated_input_needs_fewer_diagonals(rng):
+    m, _, rep, lout = make_case("replicated_input_conv", rng)
+    assert rep.replicas == 4 and rep.replica_stride == 256
+    plain = LinearStage([(Layout.packed(3, H, W, 1024), m)], lout)
+    fewer = LinearStage([(rep, m)], lout)
+    # 16 output planes read 3 input planes: 16 plane offsets x 9 taps without copies, the 4
+    # offsets to the nearest copy with them
+    assert plain.n_diagonals == 16 * 9 and fewer.n_diagonals == 4 * 9
+    assert fewer.costs()["rotations"] < plain.costs()["rotations"]
+    x = rng.normal(size=m.in_shape)
+    mb = MirrorBackend(1024)
+    outs = [st.evaluate(mb, [[mb.encrypt(v) for v in lay.pack(x)]])
+            for st, lay in ((plain, Layout.packed(3, H, W, 1024)), (fewer, rep))]
+    a, b = ([mb.decrypt(c) for c in o] for o in outs)
+    np.testing.assert_allclose(lout.unpack(a), lout.unpack(b), atol=1e-12)
 
 
 @pytest.mark.parametrize("name", CASES)
