@@ -217,6 +217,10 @@ def main(argv=None) -> int:
     p.add_argument("--pool", choices=["rotate", "matrix"], default="rotate",
                    help="2x2 average pools: rotate-and-add in place, or folded into the next stage")
     p.add_argument("--activation", choices=["prescaled", "merged"], default="prescaled")
+    p.add_argument("--repack", choices=["auto", "on", "off"], default="auto",
+                   help="gather pooled values spread over several ciphertexts (one more level); "
+                        "auto: whichever the latency model (hemet.search, shipped calibration) "
+                        "predicts faster")
     p.add_argument("--cache-gb", type=float, default=4.0,
                    help="plaintexts pre-encoded and kept (pinned), deepest stages first")
     p.add_argument("--key-gb", type=float, default=4.0,
@@ -244,15 +248,23 @@ def main(argv=None) -> int:
     model, source = load_model(a)
     log(f"model {source}")
     t0 = time.perf_counter()
+    repack = a.repack == "on"
+    if a.repack == "auto":
+        from hemet.search.cost import best_plan
+        plan, pred = best_plan(model, a.threads, None, a.cache_gb, a.key_gb, layout=a.layout,
+                               global_pool=a.global_pool, activation=a.activation, pool=a.pool)
+        repack = bool(plan.options.get("repack"))
+        log(f"repack {'on' if repack else 'off'} (predicted {pred.seconds:.2f} s, {pred.table})")
+        t0 = time.perf_counter()
+    opts = dict(layout=a.layout, global_pool=a.global_pool, activation=a.activation, pool=a.pool,
+                repack=repack, materialize=not a.plan_only)
     # slots: compile once at 2^14 (N = 2^15), then check that the depth picks that ring
     slots = 2 ** 14
-    prog = compile_model(model, slots, layout=a.layout, global_pool=a.global_pool,
-                         activation=a.activation, materialize=not a.plan_only, pool=a.pool)
+    prog = compile_model(model, slots, **opts)
     compile_s = time.perf_counter() - t0
     params = choose_parameters(ckks, prog.depth, a.log_n, a.dnum)
     if params.slots != slots:
-        prog = compile_model(model, params.slots, layout=a.layout, global_pool=a.global_pool,
-                             activation=a.activation, materialize=not a.plan_only, pool=a.pool)
+        prog = compile_model(model, params.slots, **opts)
         compile_s = time.perf_counter() - t0
     costs = prog.costs()
     key_bytes_each = key_bytes(params)
@@ -267,6 +279,7 @@ def main(argv=None) -> int:
     log(prog.describe())
     result = {"model": a.model, "log_n": params.log_n, "dnum": params.dnum, "depth": prog.depth,
               "layout": a.layout, "pool": a.pool, "global_pool": a.global_pool, "threads": a.threads,
+              "repack": repack,
               "rotation_steps": len(prog.rotation_steps), "rotation_keys": n_keys,
               "rotations": costs["rotations"] + extra, "pt_mults": costs["pt_mults"],
               "key_bytes_est": (n_keys + 1) * key_bytes_each, "compile_s": round(compile_s, 2)}

@@ -44,10 +44,11 @@ def _model(name):
 
 def plan_facts(model, cache_gb, key_gb) -> tuple[object, dict]:
     from hemet.search.calibrate import Calibration
-    from hemet.search.cost import plan_network, predict
-    plan = plan_network(model, cache_gb, key_gb)
+    from hemet.search.cost import best_plan, predict
     cal = Calibration.load()
+    plan, _ = best_plan(model, 2, cal, cache_gb, key_gb)  # with or without repacking: the faster
     facts = plan.facts()
+    facts["repack"] = bool(plan.options.get("repack"))
     pred = {}
     for t in (1, 2):
         try:
@@ -62,19 +63,18 @@ def plan_facts(model, cache_gb, key_gb) -> tuple[object, dict]:
     return plan, facts
 
 
-def measure(model, a, n_images) -> dict:
+def measure(model, a, n_images, options: dict) -> dict:
     """Encrypted runs (bench/network.py's pipeline): per-thread median server seconds,
     agreement, per-step seconds of the first 2-thread run."""
     import ckks
     from hemet.he import HEBackend
     from hemet.he.program import compile_model
     from hemet.reference import forward
-    from hemet.search.cost import COMPILE_OPTIONS
     ckks.set_num_threads(2)
-    prog = compile_model(model, 2 ** 14, **COMPILE_OPTIONS)
+    prog = compile_model(model, 2 ** 14, **options)
     params = netbench.choose_parameters(ckks, prog.depth)
     if params.slots != 2 ** 14:
-        prog = compile_model(model, params.slots, **COMPILE_OPTIONS)
+        prog = compile_model(model, params.slots, **options)
     max_keys = int(a.key_gb * 1e9 // netbench.key_bytes(params)) - 1
     steps, paths = prog.key_plan(max_keys)
     ctx = ckks.Context(params)
@@ -189,14 +189,14 @@ def main(argv=None) -> int:
     for key, name in (("baseline", a.baseline), ("hemet", a.hemet)):
         model = _model(name)
         log(f"{key}: {name}")
-        _, facts = plan_facts(model, a.cache_gb, a.key_gb)
+        plan, facts = plan_facts(model, a.cache_gb, a.key_gb)
         r = {"model": name, **facts}
         if not a.plan_only:
             if not a.no_accuracy:
                 t0 = time.perf_counter()
                 r["plain_accuracy"] = plaintext_accuracy(model)
                 log(f"  plaintext accuracy {r['plain_accuracy']} ({time.perf_counter() - t0:.0f} s)")
-            r.update(measure(model, a, a.images))
+            r.update(measure(model, a, a.images, plan.options))
         results[key] = r
     b, h = results["baseline"], results["hemet"]
     lat = "measured_s_2t" if "measured_s_2t" in b and "measured_s_2t" in h else "predicted_s_2t"

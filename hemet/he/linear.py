@@ -178,14 +178,28 @@ class LinearStage:
             nz = m.vals != 0
             rows, cols, vals = m.rows[nz], m.cols[nz], m.vals[nz]
             o_ct, o_s = out_ct_of[rows], out_slot_of[rows]
-            i_ct, i_s = in_ct_of[cols], in_slot_of[cols]
-            d = (i_s - o_s) % slots
+            i_ct = in_ct_of[cols]
+            d = (in_slot_of[cols] - o_s) % slots
+            del rows, cols, nz
+            n_out = out_layout.n_ciphertexts
+            if not materialize:  # a plan needs the diagonals' positions only: deduplicate first
+                seen = np.zeros(lay.n_ciphertexts * n_out * slots, dtype=bool)
+                seen[(i_ct * n_out + o_ct) * slots + d] = True
+                u = np.flatnonzero(seen)
+                i_ct, o_ct, d = u // (n_out * slots), u // slots % n_out, u % slots
+                o_s = vals = None
+            out_reps = getattr(out_layout, "replicas", 1)
+            if out_reps > 1:  # write every copy of the output: copy r sits r * st further on
+                shifts = (slots // out_reps) * np.arange(out_reps)[:, None]
+                d = ((d[None, :] - shifts) % slots).ravel()
+                o_ct, i_ct = np.tile(o_ct, out_reps), np.tile(i_ct, out_reps)
+                if materialize:
+                    o_s, vals = (o_s[None, :] + shifts).ravel(), np.tile(vals, out_reps)
             reps = getattr(lay, "replicas", 1)
             if reps > 1:  # read every value from the copy nearest its output slot
                 st = slots // reps
                 d = ((d + st // 2) % st - st // 2) % slots
             key = o_ct * slots + d
-            del rows, cols, nz
             blocks = {}
             if lay.n_ciphertexts == 1:
                 groups = {0: slice(None)}
@@ -195,8 +209,8 @@ class LinearStage:
                 groups = {j: order[bounds[j]:bounds[j + 1]] for j in range(lay.n_ciphertexts)
                           if bounds[j + 1] > bounds[j]}
             for j, sel in groups.items():
-                blk = _Block.build(key[sel], o_s[sel], vals[sel], out_layout.n_ciphertexts, slots,
-                                   materialize)
+                blk = _Block.build(key[sel], o_s[sel] if materialize else None,
+                                   vals[sel] if materialize else None, n_out, slots, materialize)
                 if blk.n:
                     blocks[j] = blk
                     block_keys.append((blk.out_ct, blk.d))

@@ -552,7 +552,8 @@ def format_report(rows: list) -> str:
 def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: Layout = None,
                   baby_steps: int = None, global_pool: str = "sum",
                   materialize: bool = True, activation: str = "prescaled",
-                  max_ratio: float = 2.0 ** 20, pool: str = "rotate") -> Program:
+                  max_ratio: float = 2.0 ** 20, pool: str = "rotate",
+                  repack: bool = False) -> Program:
     """A :class:`Program` for a loaded ``hemet.modelfile.Model`` (graph + weights).
 
     ``global_pool``: ``"sum"`` (default) sums each channel of the pooled map in place with
@@ -574,6 +575,13 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     pooled values where they lie (a :class:`PooledView`: gap doubled); otherwise, or with
     ``"matrix"``, the pool folds into the next stage's map (a 3x3 conv after it becomes a
     4x4-footprint map: more diagonals; hemet-fire1-4: 11,799 vs 10,071 ct x pt).
+
+    ``repack``: after an in-place pool whose values are spread over more ciphertexts than
+    they fill (hemet-fire1-4's pool1: 64 channels of 16 x 16 in four ciphertexts, 1/4 of the
+    slots each), gather them into a multiplexed layout with one linear stage (64 ct x pt,
+    one level), so the next stage reads one ciphertext instead of four (conv_f1: 2,304 ->
+    576 ct x pt).  It costs a level everywhere: worth it where the ring stays the same
+    (``hemet.search.cost.plan_network`` decides by predicted latency).
 
     ``activation``: ``"prescaled"`` (default) computes ``y = x^2 + (b/a) x`` within the
     squaring's level (the plaintext product by ``t = b/a``, encoded at x's scale, rescales
@@ -620,8 +628,18 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
         srcs = list(e.terms)
         first = prog.layouts[srcs[0]]
         out_layout = choose_layout(layout, e.shape, first, slots)
-        stage = LinearStage([(prog.layouts[v], e.terms[v]) for v in srcs], out_layout, bias=e.bias,
-                            baby_steps=baby_steps, name=name, materialize=build_values)
+        ins = [(prog.layouts[v], e.terms[v]) for v in srcs]
+        rep = Layout.replicated(out_layout) if isinstance(out_layout, Layout) else out_layout
+        if rep is not out_layout and name != g.output:
+            # a map that fills at most half a ciphertext can often write more copies with the
+            # diagonals it has anyway; the next stage then reads the nearest copy
+            a, b = (LinearStage(ins, lay, bias=e.bias, baby_steps=baby_steps, name=name,
+                                materialize=False).costs() for lay in (out_layout, rep))
+            if (b["pt_mults"] <= 1.05 * a["pt_mults"]
+                    and b["rotations"] <= a["rotations"] + max(2, a["rotations"] // 20)):
+                out_layout = rep
+        stage = LinearStage(ins, out_layout, bias=e.bias, baby_steps=baby_steps, name=name,
+                            materialize=build_values)
         vid = prog.add_linear(stage, srcs)
         src_shapes[vid] = out_layout.shape
         materialized[name] = vid
@@ -674,6 +692,11 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
             d = t.diagonal.reshape(c_, h_ * w_)[:, 0]
             e = Expr(prog.layouts[pooled].shape, {pooled: S.channel_affine(prog.layouts[pooled].shape, d / (k * k))},
                      S.avg_pool(x.shape, k).linear_part(x.bias))
+            if repack and prog.layouts[pooled].n_ciphertexts > choose_layout(
+                    layout, e.shape, prog.layouts[pooled], slots).n_ciphertexts:
+                exprs[node.name] = e
+                v = materialize(node.name)
+                e = Expr(prog.layouts[v].shape, {v: S.identity(prog.layouts[v].shape)})
         elif isinstance(lay, L.AvgPool):
             e = x.apply(S.avg_pool(x.shape, lay.kernel_size))
         elif isinstance(lay, L.GlobalAvgPool) and global_pool == "sum" and _sum_first(node) is not None:

@@ -16,7 +16,7 @@ from .calibrate import Calibration
 from .counts import ProgramCounts, count_program
 from .params import max_galois_keys, select_parameters
 
-__all__ = ["NetworkPlan", "Prediction", "plan_network", "predict", "COMPILE_OPTIONS"]
+__all__ = ["NetworkPlan", "Prediction", "plan_network", "predict", "best_plan", "COMPILE_OPTIONS"]
 
 COMPILE_OPTIONS = {"layout": "multiplexed", "global_pool": "sum", "pool": "rotate",
                    "activation": "prescaled"}
@@ -30,6 +30,7 @@ class NetworkPlan:
     key_steps: set
     paths: dict
     cache_bytes: int
+    options: dict = field(default_factory=dict)   # the compile_model options used
 
     @property
     def depth(self) -> int:
@@ -67,7 +68,25 @@ def plan_network(model, cache_gb: float = 4.0, key_gb: float = 4.0, log_n: int =
     steps, paths = prog.key_plan(max_galois_keys(params, key_gb))
     cache_bytes = int(cache_gb * 2 ** 30)
     counts = count_program(prog, params, paths, cache_bytes=cache_bytes, encoder=encoder)
-    return NetworkPlan(prog, params, counts, set(steps), paths, cache_bytes)
+    return NetworkPlan(prog, params, counts, set(steps), paths, cache_bytes, opts)
+
+
+def best_plan(model, threads: int = 2, calibration: Calibration = None, cache_gb: float = 4.0,
+              key_gb: float = 4.0, **kw) -> tuple[NetworkPlan, "Prediction"]:
+    """:func:`plan_network` without and with ``repack`` (gathering pooled values spread over
+    several ciphertexts, one more level); the plan with the lower predicted latency.  Repacking
+    pays where the ring stays the same (hemet-fire1-4: 2^15 at depth 11 and 12), not where the
+    extra level costs every operation of a deep network (SqueezeNet at 2^16)."""
+    cal = calibration or Calibration.load()
+    best = None
+    for repack in (False, True):
+        plan = plan_network(model, cache_gb, key_gb, repack=repack, **kw)
+        if repack and plan.prog.depth == best[0].prog.depth:
+            break  # nothing to gather: the same program
+        pred = predict(plan.counts, plan.params, threads, cal)
+        if best is None or pred.seconds < best[1].seconds:
+            best = (plan, pred)
+    return best
 
 
 def _fit(col: list) -> tuple[float, float] | None:

@@ -2,17 +2,21 @@
 
 Visit the mobile blocks of the network in order (:func:`hemet.search.blocks.find_blocks`);
 for each, price every change (regular-conv replacement, node merging) with the calibrated
-latency model on the parameters that change's depth selects (N may shrink); try them from
-the fastest, and keep the first whose predicted latency drops and whose validation accuracy
-after a short fine-tune is at most ``tolerance`` below the current network's (fine-tuned
-alike).
+latency model on the parameters that change's depth selects (N may shrink; the program is
+compiled with and without repacking after pools, whichever is predicted faster); try them
+from the best completion (below) down, and keep the first whose predicted latency drops and
+whose validation accuracy after a short fine-tune is at most ``tolerance`` below the current
+network's (fine-tuned alike).
 
 "Drops" looks one step ahead: a change is priced both on its own and in the *completion*
 where every later block takes its first applicable change, against the completion without
 it.  Depth only pays off when it crosses a ring boundary (fewer levels at the same N can even
 cost more: another digit count, wider layers): SqueezeNet-CIFAR reaches N = 2^15 only when all
 four fires are replaced, so a purely myopic rule stops after the first (measured with the
-shipped calibration: fire2 alone 47.5 -> 50.2 s, but the completions 50.2 -> 17.0 s).  ``finetune=None`` skips the accuracy check (logged as
+shipped calibration: fire2 alone 47.5 -> 50.2 s, but the completions 50.2 -> 17.0 s).
+Changes are ranked by their completion, not by the latency right after them: at fire2,
+merging drops the latency at once (26.8 -> 26.3 s) but leads to 19.6 s, replacing costs more
+now (34.5 s) and leads to 10.3 s.  ``finetune=None`` skips the accuracy check (logged as
 skipped).  Every decision is logged; the state is saved after each block (resumable).
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from hemet.zoo import random_weights
 
 from .blocks import apply_change, cost_proxy, find_blocks
 from .calibrate import Calibration
-from .cost import plan_network, predict
+from .cost import best_plan
 
 __all__ = ["SearchConfig", "predict_graph", "greedy_search"]
 
@@ -58,12 +62,13 @@ def predict_graph(graph, cfg: SearchConfig, calibration: Calibration, _memo={}) 
     key = (_structure_key(graph), cfg.threads, cfg.cache_gb, cfg.key_gb, id(calibration))
     if key not in _memo:
         proxy = cost_proxy(graph)
-        plan = plan_network(modelfile.Model(proxy, random_weights(proxy, 0)), cfg.cache_gb, cfg.key_gb)
-        pred = predict(plan.counts, plan.params, cfg.threads, calibration)
+        plan, pred = best_plan(modelfile.Model(proxy, random_weights(proxy, 0)), cfg.threads,
+                               calibration, cfg.cache_gb, cfg.key_gb)
         facts = plan.facts()
         _memo[key] = {"depth": facts["depth"], "log_n": facts["log_n"], "dnum": facts["dnum"],
                       "rotations": facts["rotations"], "pt_mults": facts["pt_mults"],
                       "predicted_s": round(pred.seconds, 3), "calibration": pred.table,
+                      "repack": bool(plan.options.get("repack")),
                       "calibration_exact": pred.exact}
     return dict(_memo[key])
 
@@ -152,11 +157,14 @@ def greedy_search(model, cfg: SearchConfig, out, calibration: Calibration = None
                                            "reason": "not applicable"})
                 continue
             cands.append((predict_graph(g2, cfg, cal), cfg.changes.index(change), change, g2))
-        cands.sort(key=lambda c: (c[0]["predicted_s"], c[1]))
+        # best first by the completion (the lookahead's estimate of where the change leads),
+        # then by the latency right after the change
+        cands = [(predict_graph(_completion(c[3], names, bi + 1, cfg), cfg, cal)["predicted_s"],)
+                 + c for c in cands]
+        cands.sort(key=lambda c: (c[0], c[1]["predicted_s"], c[2]))
         kept = None
         without = predict_graph(_completion(graph, names, bi + 1, cfg), cfg, cal)["predicted_s"]
-        for pred, _, change, g2 in cands:
-            ahead = predict_graph(_completion(g2, names, bi + 1, cfg), cfg, cal)["predicted_s"]
+        for ahead, pred, _, change, g2 in cands:
             d = {"block": names[bi], "change": change, **pred,
                  "latency_before_s": cur["predicted_s"], "accuracy_before": cur["accuracy"],
                  "completion_s": ahead, "completion_without_s": without}

@@ -146,6 +146,17 @@ def test_replicated_input_needs_fewer_diagonals(rng):
     np.testing.assert_allclose(lout.unpack(a), lout.unpack(b), atol=1e-12)
 
 
+def test_replicated_output_writes_every_copy(rng):
+    m, f = conv_case(rng, C, 3, 3, 1, 1)
+    lout = Layout.replicated(Layout.packed(3, H, W, 1024))
+    assert lout.replicas == 4
+    stage = LinearStage([(Layout.packed(C, H, W, 1024), m)], lout)
+    mb = MirrorBackend(1024)
+    x = rng.normal(size=m.in_shape)
+    v = mb.decrypt(stage.evaluate(mb, [[mb.encrypt(u) for u in Layout.packed(C, H, W, 1024).pack(x)]])[0])
+    np.testing.assert_allclose(v, lout.pack(f(x))[0], atol=1e-9)  # all four copies, zeros between
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_layer_encrypted(name, rng, hekit):
     m, f, lin, lout = make_case(name, rng)

@@ -343,3 +343,36 @@ def test_prepared_plaintexts_are_the_ones_the_run_uses(hekit):
     assert be.counts["encode"] == 0
     want = forward(model, x[None])[0]
     assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+
+
+def pool_over_two_ciphertexts_net():
+    """conv 3 -> 8 channels on 16 x 16 (two 1024-slot ciphertexts), pool, conv, pool, head."""
+    nodes = [L.Node("normalize", L.Normalize((0.5,) * 3, (0.25,) * 3), (INPUT,))]
+    nodes += L.ConvBNAct(3, 8, 3, act="poly").nodes("c1", "normalize")
+    nodes += [L.Node("pool", L.AvgPool(2), ("c1_act",))]
+    nodes += L.ConvBNAct(8, 8, 3, act="poly").nodes("c2", "pool")
+    nodes += [L.Node("classifier", L.Conv2d(8, 3, 1, 1, 0, 1, True), ("c2_act",)),
+              L.Node("gap", L.GlobalAvgPool(), ("classifier",))]
+    g = Graph("two-ct-pool", nodes, 3, input_shape=(3, 16, 16))
+    return Model(g, random_weights(g, 3))
+
+
+def test_repack_after_pool_gathers_ciphertexts(hekit):
+    model = pool_over_two_ciphertexts_net()
+    x = np.random.default_rng(8).uniform(0, 1, model.graph.input_shape)
+    want = forward(model, x[None])[0]
+    progs = {r: compile_model(model, 1024, repack=r) for r in (False, True)}
+    for r, prog in progs.items():
+        mb = MirrorBackend(1024, depth=prog.depth)
+        np.testing.assert_allclose(prog.run(mb, x), want, atol=1e-9, rtol=0)
+    plain, rep = progs[False], progs[True]
+    assert rep.depth == plain.depth + 1  # one level for the gathering stage
+    c2 = {r: next(s.stage for s in p.steps if s.kind == "linear" and s.stage.name == "c2_bn")
+          for r, p in progs.items()}
+    assert c2[False].costs()["in_ciphertexts"] == [2] and c2[True].costs()["in_ciphertexts"] == [1]
+    assert c2[True].n_diagonals < c2[False].n_diagonals
+    # and encrypted, at the depth it needs
+    kit = type(hekit)(depth=rep.depth)
+    be = kit.backend(rep.rotation_steps)
+    got = rep.run(be, x)
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())

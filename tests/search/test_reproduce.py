@@ -13,7 +13,10 @@ def test_plan_only_json(tmp_path):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     b, h = d["baseline"], d["hemet"]
-    assert (b["depth"], b["log_n"]) == (19, 16) and (h["depth"], h["log_n"]) == (11, 15)
+    # SqueezeNet as compiled; hemet-fire1-4 (graph depth 11) with its four pooled ciphertexts
+    # gathered into one: a 12th level, same ring, predicted faster
+    assert (b["depth"], b["log_n"], b["repack"]) == (19, 16, False)
+    assert (h["depth"], h["log_n"], h["repack"]) == (12, 15, True)
     assert h["predicted_s_2t"] < b["predicted_s_2t"]
     assert d["latency_reduction"] == round(1 - h["predicted_s_2t"] / b["predicted_s_2t"], 4)
     assert d["accuracy_gain"] is None  # plan only: no accuracy

@@ -106,19 +106,17 @@ def test_resume_gives_the_same_result(tmp_path):
     cfg = S.SearchConfig(threads=2)
     cal = _flat_calibration()
     full = S.greedy_search(model, cfg, tmp_path / "a", cal, log=lambda m: None)
-    calls = {"n": 0}
 
     class Stop(Exception):
         pass
 
-    def acc(graph, weights):
-        calls["n"] += 1
-        if calls["n"] == 3:  # start + fire1's first candidate, then stop inside fire2
+    def stop_in_second_block(msg):  # interrupted once the first block's decision is saved
+        if msg.startswith("[2/"):
             raise Stop
-        return 0.5, weights
 
     with pytest.raises(Stop):
-        S.greedy_search(model, cfg, tmp_path / "b", cal, log=lambda m: None, accuracy_fn=acc)
+        S.greedy_search(model, cfg, tmp_path / "b", cal, log=stop_in_second_block,
+                        accuracy_fn=lambda g, w: (0.5, w))
     state = json.loads((tmp_path / "b" / S.STATE).read_text())
     assert state["next_block"] == 1
     res = S.greedy_search(model, cfg, tmp_path / "b", cal, resume=True, log=lambda m: None,
@@ -137,7 +135,8 @@ def test_search_without_finetune_reproduces_the_shipped_hemet_network(tmp_path, 
     assert res["accuracy_check"] == "skipped"
     got = modelfile.load(res["model"]).graph
     assert same_structure(got, zoo.build("hemet-fire1-4"))
-    assert res["final"]["depth"] == 11 and res["final"]["log_n"] == 15
+    assert res["final"]["depth"] == 12 and res["final"]["log_n"] == 15  # graph 11 + repack
+    assert res["final"]["repack"] and not res["start"]["repack"]
     assert res["final"]["predicted_s"] < res["start"]["predicted_s"]
     kept = [d for d in res["decisions"] if d["kept"]]
     assert [(d["block"], d["change"], d["accuracy"]) for d in kept] == [
