@@ -8,7 +8,7 @@ import sys
 __all__ = ["calibrate_setup", "calibrate_run", "search_setup", "search_run"]
 
 # the parameter sets the shipped networks and their searches land on (bench choices)
-DEFAULT_SETS = ("15:11:2", "16:13:1", "16:15:1", "16:17:1", "16:19:2")
+DEFAULT_SETS = ("15:11:2", "15:12:2", "16:13:1", "16:15:1", "16:17:1", "16:19:2")
 
 
 def calibrate_setup(p: argparse.ArgumentParser) -> None:
