@@ -197,8 +197,9 @@ class Layout:
             raise LayoutError(f"expected an array of shape {self.shape}, got {x.shape}")
         ct, slot = self.flat_slot_index()
         out = np.zeros((self.n_ciphertexts, self.slots))
-        for r in range(getattr(self, "replicas", 1)):
-            out[ct, slot + r * (self.slots // self.replicas)] = x.ravel()
+        reps = getattr(self, "replicas", 1)  # a PooledView has none
+        for r in range(reps):
+            out[ct, slot + r * (self.slots // reps)] = x.ravel()
         return list(out)
 
     def unpack(self, vectors) -> np.ndarray:

@@ -580,8 +580,8 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     they fill (hemet-fire1-4's pool1: 64 channels of 16 x 16 in four ciphertexts, 1/4 of the
     slots each), gather them into a multiplexed layout with one linear stage (64 ct x pt,
     one level), so the next stage reads one ciphertext instead of four (conv_f1: 2,304 ->
-    576 ct x pt).  It costs a level everywhere: worth it where the ring stays the same
-    (``hemet.search.cost.plan_network`` decides by predicted latency).
+    784 ct x pt).  It costs a level everywhere: worth it where the ring stays the same
+    (``hemet.search.cost.best_plan`` decides by predicted latency).
 
     ``activation``: ``"prescaled"`` (default) computes ``y = x^2 + (b/a) x`` within the
     squaring's level (the plaintext product by ``t = b/a``, encoded at x's scale, rescales
