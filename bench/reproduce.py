@@ -151,13 +151,15 @@ def plot(results: dict, path: Path) -> str | None:
         return None
     fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 4.5), squeeze=False)
     for ax, (key, r) in zip(axes[0], results.items()):
-        pred = {s["name"]: s["seconds"] for s in r.get("predicted_steps_2t", [])}
-        meas = {s["name"]: s["seconds"] for s in (r.get("measured_steps_2t") or [])}
-        names = list(pred) or list(meas)
+        # steps in program order (names repeat: a pool's sum and its repacking stage)
+        pred = [s["seconds"] for s in r.get("predicted_steps_2t", [])]
+        meas = [s["seconds"] for s in (r.get("measured_steps_2t") or [])]
+        names = [s["name"] for s in (r.get("predicted_steps_2t") or r.get("measured_steps_2t") or [])]
         xs = np.arange(len(names))
         if meas:
-            ax.bar(xs - 0.2, [meas.get(n, 0) for n in names], 0.4, label="measured")
-        ax.bar(xs + (0.2 if meas else 0), [pred.get(n, 0) for n in names], 0.4, label="predicted")
+            ax.bar(xs - 0.2, meas[:len(names)], 0.4, label="measured")
+        if pred:
+            ax.bar(xs + (0.2 if meas else 0), pred, 0.4, label="predicted")
         ax.set_xticks(xs, names, rotation=70, fontsize=7)
         ax.set_ylabel("seconds (2 threads)")
         ax.set_title(f"{key}: {r['model']} (depth {r['depth']}, N = 2^{r['log_n']})")
