@@ -289,6 +289,14 @@ def test_model_info_validation(server):
     bad["input_layout"] = dict(doc["input_layout"], gap=3)
     with pytest.raises(ProtocolError, match="gap"):
         ModelInfo.from_bytes(pack_message(MsgKind.MODEL_INFO, [secs[0], ("INFO", json.dumps(bad).encode())]))
+    # replicas: kept through the round trip, and a count that cannot fit is refused
+    reps = server.program.input_layout.replicas
+    assert reps > 1 and ModelInfo.from_bytes(server.public_info()).input_layout.replicas == reps
+    for reps, match in [(3, "power of two"), (1 << 20, "replicas")]:
+        bad = dict(doc)
+        bad["input_layout"] = dict(doc["input_layout"], replicas=reps)
+        with pytest.raises(ProtocolError, match=match):
+            ModelInfo.from_bytes(pack_message(MsgKind.MODEL_INFO, [secs[0], ("INFO", json.dumps(bad).encode())]))
     with pytest.raises(ProtocolError, match="JSON"):
         ModelInfo.from_bytes(pack_message(MsgKind.MODEL_INFO, [secs[0], ("INFO", b"{")]))
 
