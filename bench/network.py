@@ -118,6 +118,13 @@ class AgreementRecord:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def add_run(self, i: int, enc, plain, label, seconds: float, threads: int):
+        """One image's encrypted logits ``enc`` against the plaintext model's ``plain``."""
+        self.add({"index": i, "agree": int(np.argmax(enc) == np.argmax(plain)),
+                  "rel_err": float(np.max(np.abs(enc - plain)) / np.max(np.abs(plain))),
+                  "server_s": round(seconds, 3), "threads": threads, "label": int(label),
+                  "plain_top1": int(np.argmax(plain)), "enc_top1": int(np.argmax(enc))})
+
     def summary(self, n: int) -> dict:
         got = [self.rows[i] for i in range(n) if i in self.rows]
         return {"agree": sum(r["agree"] for r in got), "agree_images": len(got),
@@ -341,9 +348,7 @@ def main(argv=None) -> int:
         agree.append(ok)
         reports.append(rep)
         if record is not None:
-            record.add({"index": i, "agree": ok, "rel_err": err, "server_s": round(t_srv, 3),
-                        "threads": a.threads, "label": int(labels[i]),
-                        "plain_top1": int(np.argmax(plain[i])), "enc_top1": int(np.argmax(y))})
+            record.add_run(i, y, plain[i], labels[i], t_srv, a.threads)
         log(f"image {i}: server {t_srv:.2f} s (encode {be.encode_seconds:.2f} s), client enc {t_enc:.3f} + "
             f"dec {t_dec:.3f} s, rel err {err:.2e}, top-1 {'agrees' if ok else 'DIFFERS'} "
             f"(label {labels[i]}, plain {np.argmax(plain[i])})")

@@ -115,10 +115,7 @@ def measure(model, a, n_images, options: dict) -> dict:
                 per_step = [{"name": r["name"], "seconds": round(r["seconds"], 3)} for r in rep]
         agree.append(int(np.argmax(y) == np.argmax(plain[i])))
         if record is not None:
-            err = float(np.max(np.abs(y - plain[i])) / np.max(np.abs(plain[i])))
-            record.add({"index": i, "agree": agree[-1], "rel_err": err, "server_s": round(s, 3),
-                        "threads": t, "label": int(labels[i]),
-                        "plain_top1": int(np.argmax(plain[i])), "enc_top1": int(np.argmax(y))})
+            record.add_run(i, y, plain[i], labels[i], s, t)
         log(f"  image {i}: server {s:.2f} s ({t} thread(s)), top-1 "
             f"{'agrees' if agree[-1] else 'DIFFERS'}")
     ckks.set_num_threads(2)
