@@ -90,32 +90,35 @@ def best_plan(model, threads: int = 2, calibration: Calibration = None, cache_gb
 
 
 def _fit(col: list) -> tuple[float, float] | None:
-    """Least-squares ``a + b * limbs`` over the measured levels (>= 1 where measured there):
-    every operation's work is linear in the limbs, and the fit smooths the noise of single
-    levels on a shared machine."""
+    """Theil-Sen line ``a + b * limbs`` over the measured levels: every operation's work is
+    linear in the limbs, and on a shared machine single levels are sometimes several times
+    too slow (one convert timing at 3.7 ms among 0.7 ms neighbours pulled a least-squares
+    line 1.3x too high).  Medians of pairwise slopes and of intercepts ignore such points."""
     pts = [(lv + 1, t) for lv, t in enumerate(col) if t is not None]
     if len(pts) < 2:
         return None
     x = np.array([p[0] for p in pts], float)
     y = np.array([p[1] for p in pts], float)
-    b, a = np.polyfit(x, y, 1)
+    i, j = np.triu_indices(len(x), 1)
+    b = float(np.median((y[j] - y[i]) / (x[j] - x[i])))
+    a = float(np.median(y - b * x))
     return a, b
 
 
 def _at(ops: dict, op: str, level: int, fits: dict) -> float:
-    """Latency of ``op`` at ``level`` from the fitted line (>= half the nearest measurement:
-    a noisy fit must not go to zero)."""
+    """Latency of ``op`` at ``level`` from the fitted line, at least half the median per-limb
+    rate times the limbs (a noisy fit must not go to zero; one slow level must not set it)."""
     col = ops[op]
     known = [(lv, t) for lv, t in enumerate(col) if t is not None]
     if not known:
         raise KeyError(f"calibration has no {op!r} timings")
     if op not in fits:
         fits[op] = _fit(col)
-    lv, t = min(known, key=lambda x: abs(x[0] - level))
+    per_limb = float(np.median([t / (lv + 1) for lv, t in known]))
     if fits[op] is None:
-        return float(t * (level + 1) / (lv + 1))
+        return per_limb * (level + 1)
     a, b = fits[op]
-    return float(max(a + b * (level + 1), 0.5 * t * (level + 1) / (lv + 1)))
+    return float(max(a + b * (level + 1), 0.5 * per_limb * (level + 1)))
 
 
 def predict(counts: ProgramCounts, params, threads: int, calibration: Calibration = None) -> Prediction:

@@ -56,6 +56,21 @@ def test_missing_levels_and_depths_are_filled_from_the_line():
         predict(counts, type("P", (), {"log_n": 13, "depth": 5, "dnum": 2}), 1, cal)
 
 
+@settings(max_examples=20, deadline=None)
+@given(bad=st.integers(1, 11), factor=st.floats(2.0, 20.0), level=st.integers(1, 11))
+def test_one_slow_level_does_not_move_the_line(bad, factor, level):
+    """A calibration level timed several times too slow (another job woke up) is ignored, also
+    when it is the level asked for."""
+    per_limb = {op: 1e-4 for op in OPS}
+    t = _table(15, 11, 2, 2, per_limb)
+    t["ops"]["convert"][bad] *= factor
+    cal = Calibration({"format": "hemet-calibration", "version": 1, "machine": {}, "tables": {}})
+    cal.add(t)
+    counts = ProgramCounts([StepCount("a", "linear", 0, Counter({("convert", level): 100}))], 11, 4096)
+    got = predict(counts, type("P", (), {"log_n": 15, "depth": 11, "dnum": 2}), 2, cal)
+    assert got.seconds == pytest.approx(100 * 1e-4 * (level + 1), rel=1e-6)
+
+
 def test_calibration_times_the_backend_and_round_trips(tmp_path):
     t = calibrate(11, 2, 2, threads=1, levels=[0, 2], reps=1, insecure=True,
                   pool_bytes=1 << 20, keys=9)
