@@ -169,7 +169,7 @@ def plot(results: dict, path: Path) -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--baseline", default="squeezenet-cifar10")
-    p.add_argument("--hemet", default="hemet-cifar10", help="the searched network (shipped: "
+    p.add_argument("--hemet", default="hemet-fire1-4-cifar10", help="the searched network (shipped: "
                    "hemet-fire1-4-cifar10, which `hemet search` reproduces) or a model file")
     p.add_argument("--images", type=int, default=200, help="encrypted test images per network")
     p.add_argument("--timed", type=int, default=2, help="images timed with both 1 and 2 threads")

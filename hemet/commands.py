@@ -18,7 +18,7 @@ from . import cli
 
 __all__ = ["load_model", "make_params", "load_image", "PrivateInference"]
 
-DEFAULT_MODEL = "hemet-cifar10"
+DEFAULT_MODEL = "hemet-fire1-4-cifar10"  # the searched network: the fastest HEMET model
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -60,6 +60,31 @@ def make_params(depth: int, args):
     # 128-bit secure: raises SecurityError for a log_n / dnum below the bound
     return ckks.Parameters(log_n=getattr(args, "log_n", None), depth=depth,
                            dnum=getattr(args, "dnum", None))
+
+
+def compile_plan(model, args, log=print) -> tuple:
+    """(params, compile options) for ``model``.  ``--repack auto`` (the default) compiles with
+    or without gathering pooled values spread over several ciphertexts (one more level),
+    whichever ``hemet.search.cost.best_plan`` predicts faster from this machine's calibration,
+    as the bench and the search do (hemet-fire1-4: on, 9.6 -> 6.0 s; SqueezeNet: off);
+    ``on`` / ``off`` force it.  Teaching parameters (``--insecure``) never repack."""
+    import ckks
+    mode = getattr(args, "repack", "off")
+    depth = model.graph.depth()
+    if mode == "off" or getattr(args, "insecure", False):
+        return make_params(depth, args), {}
+    from .search.cost import best_plan, plan_network
+    kw = {"log_n": getattr(args, "log_n", None), "dnum": getattr(args, "dnum", None)}
+    try:
+        if mode == "on":
+            plan = plan_network(model, repack=True, **kw)
+        else:
+            plan, _ = best_plan(model, threads=ckks.get_num_threads(), **kw)
+    except KeyError as e:  # no calibration for this ring and thread count
+        log(f"  repack: {e.args[0]}; compiling without repacking")
+        return make_params(depth, args), {}
+    repack = bool(plan.options.get("repack")) and plan.prog.depth > depth
+    return make_params(plan.prog.depth if repack else depth, args), ({"repack": True} if repack else {})
 
 
 def load_image(spec: str, shape):
@@ -109,11 +134,13 @@ class PrivateInference:
     """Client and Server in one process (the demo / infer / eval / bench commands): keys made
     by the client, only the key bundle, requests and responses cross to the server."""
 
-    def __init__(self, model, params, progress=None, log=print, prepare=False, galois_keys=64):
+    def __init__(self, model, params, progress=None, log=print, prepare=False, galois_keys=64,
+                 compile_options=None):
         from .roles import Client, Server
         self.times = {}
         t = time.perf_counter()
-        self.server = Server(model, params, prepare=prepare, max_galois_keys=galois_keys)
+        self.server = Server(model, params, prepare=prepare, max_galois_keys=galois_keys,
+                             **(compile_options or {}))
         self.times["compile"] = time.perf_counter() - t
         info = self.server.public_info()
         t0 = time.perf_counter()
@@ -195,6 +222,9 @@ def _add_params_args(p):
                    help="small INSECURE teaching parameters (with --log-n, default 12): fast")
     p.add_argument("--log-n", type=int, default=None, help="ring degree log2(N)")
     p.add_argument("--dnum", type=int, default=None, help="key-switching digits")
+    p.add_argument("--repack", default="auto", choices=["auto", "on", "off"],
+                   help="gather pooled values spread over several ciphertexts (one more level): "
+                        "auto (default) where the calibrated latency model predicts it faster")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -223,12 +253,14 @@ def _infer(args, demo: bool) -> int:
         out("HEMET demo: private CIFAR-10 classification with CKKS homomorphic encryption")
     model = load_model(args.model)
     x, label, what = load_image(args.image, model.graph.input_shape)
-    params = make_params(model.graph.depth(), args)
+    t_all = time.perf_counter()
+    params, opts = compile_plan(model, args, log=out)
+    t_plan = time.perf_counter() - t_all
     out(f"model {args.model} ({model.name}), {what}"
         + (f", true class {class_name(model.classes, label)}" if label is not None else ""))
-    t_all = time.perf_counter()
     pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=out,
-                          galois_keys=args.galois_keys)
+                          galois_keys=args.galois_keys, compile_options=opts)
+    pi.times["plan"] = t_plan
     report = _ProgressList(args, "encrypted layers", len(pi.server.program.steps))
     logits, t = pi.infer(x, report=report)
     report.close()
@@ -254,7 +286,8 @@ def _infer(args, demo: bool) -> int:
     print(_format_report(report))
     print(f"\n  client: encrypt {t['encrypt']:.2f} s ({t['request_bytes'] / 2 ** 20:.1f} MiB), "
           f"decrypt {t['decrypt']:.3f} s ({t['response_bytes'] / 2 ** 10:.0f} KiB response)")
-    print(f"  server: evaluate {t['evaluate']:.2f} s; compile {pi.times['compile']:.1f} s, "
+    print(f"  server: evaluate {t['evaluate']:.2f} s; plan {pi.times['plan']:.1f} s, "
+          f"compile {pi.times['compile']:.1f} s, "
           f"load keys {pi.times['load_keys']:.1f} s; total {total:.1f} s")
     print(f"\n  encrypted: class {enc_cls} ({res['encrypted_class_name']})")
     print(f"  plaintext: class {plain_cls} ({res['plaintext_class_name']})   "
@@ -275,10 +308,11 @@ def _eval_encrypted(args) -> int:
         split = D.load_dataset(args.dataset, args.data, args.split)
     n = len(split.labels) if args.limit is None else min(args.limit, len(split.labels))
     model = load_model(args.model)
-    params = make_params(model.graph.depth(), args)
     log = (lambda *a, **k: None) if args.json else print
+    params, opts = compile_plan(model, args, log=log)
     log(f"encrypted evaluation of {args.model} on {n} {args.dataset} images")
-    pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=log)
+    pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=log,
+                          compile_options=opts)
     correct = plain_correct = agree = 0
     max_err = 0.0
     secs = []
@@ -362,9 +396,9 @@ def _compile_run(args) -> int:
         info, limits, fp = None, None, None
     else:
         model = load_model(args.model)
-        params = make_params(model.graph.depth(), args)
+        params, opts = compile_plan(model, args, log=lambda *a: None)
         t = time.perf_counter()
-        srv = Server(model, params, layout=args.layout, activation=args.activation)
+        srv = Server(model, params, layout=args.layout, activation=args.activation, **opts)
         secs = time.perf_counter() - t
         prog, info, limits, fp = srv.program, srv.public_info(), srv.limits, srv.fingerprint.hex()
         if args.out:
@@ -399,9 +433,10 @@ def _bench_setup(p):
 def _bench_run(args) -> int:
     model = load_model(args.model)
     x, _, _ = load_image(args.image, model.graph.input_shape)
-    params = make_params(model.graph.depth(), args)
     log = (lambda *a, **k: None) if args.json else print
-    pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=log)
+    params, opts = compile_plan(model, args, log=log)
+    pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=log,
+                          compile_options=opts)
     runs = []
     layer = {}
     for _ in _progress(args, "bench", args.repeat)(range(max(1, args.repeat))):
@@ -447,8 +482,8 @@ def _serve_run(args) -> int:
     from .roles import Server
     from .service import InferenceService, serve
     model = load_model(args.model)
-    params = make_params(model.graph.depth(), args)
-    server = Server(model, params, prepare=args.prepare)
+    params, opts = compile_plan(model, args)
+    server = Server(model, params, prepare=args.prepare, **opts)
     service = InferenceService(server, args.max_sessions, args.ttl, args.max_inflight)
 
     lim = server.limits

@@ -532,13 +532,18 @@ class Server(_NoSecrets):
         if compile_options.get("global_pool", "sum") == "rotate":
             raise ValueError("the server refuses global_pool='rotate': it would leak partial "
                              "sums of the last feature map to the client ('sum' does not)")
-        if params is None:
+        chosen = params is None
+        if chosen:
             params = ckks.Parameters(depth=model.graph.depth())
         if not isinstance(params, ckks.Parameters):
             raise TypeError("params must be ckks.Parameters")
+        self.program = compile_model(model, params.slots, **compile_options)
+        if chosen and self.program.depth > params.depth:  # repack=True: one more level
+            params = ckks.Parameters(depth=self.program.depth)
+            if params.slots != self.program.slots:
+                self.program = compile_model(model, params.slots, **compile_options)
         self.model = model
         self.params = params
-        self.program = compile_model(model, params.slots, **compile_options)
         if self.program.depth > params.depth:
             raise ValueError(f"the model needs depth {self.program.depth}, the parameters have "
                              f"{params.depth}")

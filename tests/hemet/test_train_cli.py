@@ -175,7 +175,7 @@ def test_train_rolls_back_a_diverged_epoch(tmp_path, capsys, cifar10_dir, monkey
         cli.main(argv(tmp_path / "r2", "--max-rollbacks", "1"))
 
 
-SHIPPED = ["squeezenet-cifar10", "hemet-cifar10"]
+SHIPPED = ["squeezenet-cifar10", "hemet-cifar10", "hemet-fire1-4-cifar10"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

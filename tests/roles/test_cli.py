@@ -58,10 +58,10 @@ def test_demo_on_a_sample_image(cifar_model_file, capsys):
 def test_demo_without_the_shipped_model(capsys, monkeypatch, tmp_path):
     from hemet import cli
     monkeypatch.setattr(cli, "assets_dir", lambda: tmp_path)  # an install without shipped models
-    assert "hemet-cifar10" not in cli.shipped_models()
+    assert "hemet-fire1-4-cifar10" not in cli.shipped_models()
     assert main(["demo", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "hemet-cifar10" in err and "--model" in err
+    assert "hemet-fire1-4-cifar10" in err and "--model" in err
 
 
 def test_eval_encrypted_and_plain(cifar_model_file, capsys):
@@ -103,3 +103,19 @@ def test_tour(capsys):
     out = capsys.readouterr().out
     for word in ("Rescale", "Rotate", "one network layer", "rotate_hoisted", "bits", "max error"):
         assert word in out
+
+
+def test_compile_plan_repacks_where_predicted_faster():
+    """``--repack auto`` follows the calibrated latency model (hemet-fire1-4: gathering after
+    pool1 stays on N = 2^15 and is predicted faster); ``off`` and teaching parameters keep the
+    graph's depth."""
+    import argparse
+    from hemet.commands import compile_plan, load_model
+    model = load_model("hemet-fire1-4-cifar10")
+    ns = dict(insecure=False, log_n=None, dnum=None)
+    params, opts = compile_plan(model, argparse.Namespace(repack="auto", **ns))
+    assert opts == {"repack": True} and params.depth == model.graph.depth() + 1 and params.log_n == 15
+    params, opts = compile_plan(model, argparse.Namespace(repack="off", **ns))
+    assert opts == {} and params.depth == model.graph.depth()
+    params, opts = compile_plan(model, argparse.Namespace(repack="on", **dict(ns, insecure=True, log_n=12)))
+    assert opts == {} and params.depth == model.graph.depth()

@@ -335,3 +335,25 @@ def test_package_exports_the_roles_lazily():
     assert issubclass(hemet.ProtocolError, ValueError)
     with pytest.raises(AttributeError):
         hemet.NoSuchThing
+
+
+def test_default_parameters_cover_a_repacking_program():
+    """``Server(model, repack=True)`` without parameters picks the secure set for the
+    program's depth (one more than the graph's where pooled values are gathered)."""
+    from hemet.layers import ConvBNAct, GlobalAvgPool, AvgPool, Conv2d, Node, Normalize
+    from hemet.graph import INPUT, Graph
+    from hemet.modelfile import Model
+    from hemet.zoo import random_weights
+    nodes = [Node("normalize", Normalize((0.5,) * 3, (0.25,) * 3), (INPUT,))]
+    nodes += ConvBNAct(3, 16, 3, act="poly").nodes("c1", "normalize")
+    nodes += [Node("pool", AvgPool(2), ("c1_act",))]
+    nodes += ConvBNAct(16, 8, 3, act="poly").nodes("c2", "pool")
+    nodes += [Node("classifier", Conv2d(8, 3, 1, 1, 0, 1, True), ("c2_act",)),
+              Node("gap", GlobalAvgPool(), ("classifier",))]
+    g = Graph("repack-net", nodes, 3, input_shape=(3, 32, 32))
+    model = Model(g, random_weights(g, 5))
+    plain = Server(model, max_galois_keys=None)
+    srv = Server(model, max_galois_keys=None, repack=True)
+    assert srv.program.depth == plain.program.depth + 1 == g.depth() + 1
+    assert srv.params.depth == srv.program.depth and srv.params.security_bits_ok
+    assert ModelInfo.from_bytes(srv.public_info()).depth == srv.program.depth
