@@ -52,8 +52,9 @@ class StageInput:
 
 
 def _flat_index(layout: Layout):
+    # int32: the stage's gathers over millions of map entries are bound by memory traffic
     ct, slot = layout.flat_slot_index()
-    return ct.astype(np.int64), slot.astype(np.int64)
+    return ct.astype(np.int32), slot.astype(np.int32)
 
 
 # A hoisted baby-step rotation skips the digit decomposition (ModUp) that a giant-step
@@ -179,12 +180,12 @@ class LinearStage:
             rows, cols, vals = m.rows[nz], m.cols[nz], m.vals[nz]
             o_ct, o_s = out_ct_of[rows], out_slot_of[rows]
             i_ct = in_ct_of[cols]
-            d = (in_slot_of[cols] - o_s) % slots
+            d = (in_slot_of[cols] - o_s) & np.int32(slots - 1)  # slots: a power of two
             del rows, cols, nz
             n_out = out_layout.n_ciphertexts
             if not materialize:  # a plan needs the diagonals' positions only: deduplicate first
                 seen = np.zeros(lay.n_ciphertexts * n_out * slots, dtype=bool)
-                seen[(i_ct * n_out + o_ct) * slots + d] = True
+                seen[(i_ct.astype(np.int64) * n_out + o_ct) * slots + d] = True
                 u = np.flatnonzero(seen)
                 i_ct, o_ct, d = u // (n_out * slots), u // slots % n_out, u % slots
                 o_s = vals = None
@@ -199,7 +200,7 @@ class LinearStage:
             if reps > 1:  # read every value from the copy nearest its output slot
                 st = slots // reps
                 d = ((d + st // 2) % st - st // 2) % slots
-            key = o_ct * slots + d
+            key = o_ct.astype(np.int64) * slots + d
             blocks = {}
             if lay.n_ciphertexts == 1:
                 groups = {0: slice(None)}

@@ -630,16 +630,21 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
         out_layout = choose_layout(layout, e.shape, first, slots)
         ins = [(prog.layouts[v], e.terms[v]) for v in srcs]
         rep = Layout.replicated(out_layout) if isinstance(out_layout, Layout) else out_layout
+        stage = None
         if rep is not out_layout and name != g.output:
             # a map that fills at most half a ciphertext can often write more copies with the
             # diagonals it has anyway; the next stage then reads the nearest copy
-            a, b = (LinearStage(ins, lay, bias=e.bias, baby_steps=baby_steps, name=name,
-                                materialize=False).costs() for lay in (out_layout, rep))
-            if (b["pt_mults"] <= 1.05 * a["pt_mults"]
-                    and b["rotations"] <= a["rotations"] + max(2, a["rotations"] // 20)):
-                out_layout = rep
-        stage = LinearStage(ins, out_layout, bias=e.bias, baby_steps=baby_steps, name=name,
-                            materialize=build_values)
+            plans = [LinearStage(ins, lay, bias=e.bias, baby_steps=baby_steps, name=name,
+                                 materialize=False) for lay in (out_layout, rep)]
+            a, b = (p.costs() for p in plans)
+            pick = int(b["pt_mults"] <= 1.05 * a["pt_mults"]
+                       and b["rotations"] <= a["rotations"] + max(2, a["rotations"] // 20))
+            out_layout = (out_layout, rep)[pick]
+            if not build_values:  # a plan is all that is wanted: keep the one just built
+                stage = plans[pick]
+        if stage is None:
+            stage = LinearStage(ins, out_layout, bias=e.bias, baby_steps=baby_steps, name=name,
+                                materialize=build_values)
         vid = prog.add_linear(stage, srcs)
         src_shapes[vid] = out_layout.shape
         materialized[name] = vid
