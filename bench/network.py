@@ -36,12 +36,6 @@ from hemet.search.params import key_bytes, select_parameters  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Measured op costs for --plan-only estimates (N = 2^15, this 2-core machine under the
-# training load, 1-2 threads), per limb of the ciphertext: a fused ct x pt multiply-add,
-# an encode, a hoisted baby-step rotation (inner product + ModDown), a full rotation.
-EST_SECONDS_PER_LIMB = {"mul_add": 0.055e-3, "encode": 0.3e-3, "hoisted": 1.1e-3, "rotate": 1.7e-3}
-
-
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -166,41 +160,36 @@ class Quiet:
         self.proc = None
 
 
-def plan_summary(prog, n: int = 2 ** 15, extra_keyswitches: int = 0) -> dict:
-    """Counts per stage and in total, levels, and a time estimate from op counts (the
-    per-limb costs scale with the ring degree ``n``; ``extra_keyswitches``: key-plan paths,
-    costed as full rotations at the middle level)."""
+def plan_summary(prog, params, paths: dict, threads: int, cache_bytes: int) -> dict:
+    """Counts per step and in total, with each step's latency predicted from the shipped (or
+    ``$HEMET_CALIBRATION``) calibration, as ``hemet search`` and ``bench/reproduce.py`` price it."""
+    from hemet.search.counts import count_program
+    from hemet.search.cost import predict
     depth = prog.depth
-    f = n / 2 ** 15
-    rows, est = [], 0.0
-    for s in prog.steps:
+    counts = count_program(prog, params, paths, cache_bytes=cache_bytes)
+    pred = predict(counts, params, threads)
+    seconds = [s["seconds"] for s in pred.steps]
+    rows = []
+    for i, s in enumerate(prog.steps):
         level = depth - max(prog.consumed[v] for v in s.srcs)  # level the step runs at
         n = prog.layouts[s.srcs[0]].n_ciphertexts
-        limbs = level + 1
         if s.kind == "linear":
             c = s.stage.costs()
-            t = limbs * (c["pt_mults"] * (EST_SECONDS_PER_LIMB["mul_add"] + EST_SECONDS_PER_LIMB["encode"] * 0)
-                         + c["baby_rotations"] * EST_SECONDS_PER_LIMB["hoisted"]
-                         + c["giant_rotations"] * EST_SECONDS_PER_LIMB["rotate"])
             rows.append({"name": s.stage.name, "kind": "linear", "level": level, "B": c["baby_steps"],
                          "in_cts": sum(c["in_ciphertexts"]), "out_cts": c["out_ciphertexts"],
                          "baby": c["baby_rotations"], "giant": c["giant_rotations"],
-                         "pt_mults": c["pt_mults"], "est_s": t})
+                         "pt_mults": c["pt_mults"]})
         else:
-            rot = n * len(s.steps) if s.kind == "sum" else 0
-            t = limbs * (rot * EST_SECONDS_PER_LIMB["rotate"]
-                         + (n * 2 * EST_SECONDS_PER_LIMB["rotate"] if s.kind != "sum" else 0))
             rows.append({"name": s.name or s.kind, "kind": s.kind, "level": level, "B": 0, "in_cts": n,
-                         "out_cts": n, "baby": 0, "giant": rot,
-                         "pt_mults": n if s.kind == "prescaled" else 0, "est_s": t})
-        rows[-1]["est_s"] = t * f
-        est += t * f
-    est += extra_keyswitches * (depth // 2 + 1) * EST_SECONDS_PER_LIMB["rotate"] * f
-    return {"steps": rows, "est_server_s_no_encode": est}
+                         "out_cts": n, "baby": 0, "giant": n * len(s.steps) if s.kind == "sum" else 0,
+                         "pt_mults": n if s.kind == "prescaled" else 0})
+        rows[-1]["est_s"] = seconds[i] if len(seconds) == len(prog.steps) else float("nan")
+    return {"steps": rows, "predicted_s": pred.seconds, "calibration": pred.table,
+            "calibration_exact": pred.exact}
 
 
 def format_plan(rows) -> str:
-    head = f"{'step':<18} {'kind':<9} {'level':>5} {'ct in/out':>9} {'B':>5} {'baby':>5} {'giant':>5} {'ct*pt':>7} {'est s':>7}"
+    head = f"{'step':<18} {'kind':<9} {'level':>5} {'ct in/out':>9} {'B':>5} {'baby':>5} {'giant':>5} {'ct*pt':>7} {'pred s':>7}"
     out = [head, "-" * len(head)]
     for r in rows:
         out.append(f"{r['name'][:18]:<18} {r['kind']:<9} {r['level']:>5} {str(r['in_cts']) + '/' + str(r['out_cts']):>9} "
@@ -294,10 +283,11 @@ def main(argv=None) -> int:
               "rotations": costs["rotations"] + extra, "pt_mults": costs["pt_mults"],
               "key_bytes_est": (n_keys + 1) * key_bytes_each, "compile_s": round(compile_s, 2)}
     if a.plan_only:
-        plan = plan_summary(prog, params.n, extra)
+        plan = plan_summary(prog, params, paths, a.threads, int(a.cache_gb * 2 ** 30))
         log(format_plan(plan["steps"]))
         result.update(seconds=None, agree=None, n_images=0,
-                      est_server_s_no_encode=round(plan["est_server_s_no_encode"], 1),
+                      predicted_s=round(plan["predicted_s"], 2), calibration=plan["calibration"],
+                      calibration_exact=plan["calibration_exact"],
                       ciphertexts=sum(r["out_cts"] for r in plan["steps"]))
         print(json.dumps(result) if a.json else json.dumps(result, indent=1))
         return 0

@@ -22,6 +22,13 @@ def test_plan_only_json(tmp_path):
     assert d["accuracy_gain"] is None  # plan only: no accuracy
     assert sum(s["seconds"] for s in b["predicted_steps_2t"]) == __import__("pytest").approx(
         b["predicted_s_2t"], abs=0.05)
+    # bench/network.py --plan-only prices with the same calibrated model (no rule of thumb)
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "network.py"), "--model", h["model"],
+                          "--plan-only", "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    n = json.loads(out.stdout)
+    assert (n["depth"], n["repack"], n["calibration_exact"]) == (12, True, True)
+    assert n["predicted_s"] == __import__("pytest").approx(h["predicted_s_2t"], abs=0.01)
 
 
 def test_agreement_record_resumes_per_model(tmp_path):
