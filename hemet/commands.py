@@ -63,18 +63,24 @@ def make_params(depth: int, args):
 
 
 def compile_plan(model, args, log=print) -> tuple:
-    """(params, compile options) for ``model``.  ``--repack auto`` (the default) compiles with
-    or without gathering pooled values spread over several ciphertexts (one more level),
-    whichever ``hemet.search.cost.best_plan`` predicts faster from this machine's calibration,
-    as the bench and the search do (hemet-fire1-4: on, 9.6 -> 6.0 s; SqueezeNet: off);
-    ``on`` / ``off`` force it.  Teaching parameters (``--insecure``) never repack."""
+    """(params, compile options) for ``model``, chosen as ``bench/network.py``, ``hemet
+    search`` and ``bench/reproduce.py`` choose them: 128-bit-secure parameters with the
+    smallest keys for the program's depth (``hemet.search.params.select_parameters``), and
+    ``--repack auto`` (the default) compiles with or without gathering pooled values spread
+    over several ciphertexts (one more level), whichever ``hemet.search.cost.best_plan``
+    predicts faster from this machine's calibration (hemet-fire1-4: on, 9.6 -> 6.0 s per
+    image; SqueezeNet: off); ``on`` / ``off`` force it.  Teaching parameters (``--insecure``)
+    never repack."""
     import ckks
+    from .search.params import select_parameters
     mode = getattr(args, "repack", "off")
     depth = model.graph.depth()
-    if mode == "off" or getattr(args, "insecure", False):
+    if getattr(args, "insecure", False):
         return make_params(depth, args), {}
-    from .search.cost import best_plan, plan_network
     kw = {"log_n": getattr(args, "log_n", None), "dnum": getattr(args, "dnum", None)}
+    if mode == "off":
+        return select_parameters(depth, **kw), {}
+    from .search.cost import best_plan, plan_network
     try:
         if mode == "on":
             plan = plan_network(model, repack=True, **kw)
@@ -82,9 +88,9 @@ def compile_plan(model, args, log=print) -> tuple:
             plan, _ = best_plan(model, threads=ckks.get_num_threads(), **kw)
     except KeyError as e:  # no calibration for this ring and thread count
         log(f"  repack: {e.args[0]}; compiling without repacking")
-        return make_params(depth, args), {}
+        return select_parameters(depth, **kw), {}
     repack = bool(plan.options.get("repack")) and plan.prog.depth > depth
-    return make_params(plan.prog.depth if repack else depth, args), ({"repack": True} if repack else {})
+    return plan.params, ({"repack": True} if repack else {})
 
 
 def load_image(spec: str, shape):
