@@ -116,18 +116,27 @@ def _channel_scaled_source(e: Expr, prog):
     """(source, per-channel scale) when ``e`` is one materialized value on a plain layout times a
     per-channel scale (identity, batch norm, poly coefficients) with power-of-two H and W, so
     its channel sums can be taken in place by rotations; else None."""
-    if len(e.terms) != 1 or len(e.shape) != 3:
+    found = _channel_scaled_sources(e, prog)
+    return found[0] if found is not None and len(found) == 1 else None
+
+
+def _channel_scaled_sources(e: Expr, prog):
+    """[(source, per-channel scale)] when every term of ``e`` is such a value (a merged
+    activation gives two: x^2 and x); else None."""
+    if not e.terms or len(e.shape) != 3:
         return None
-    (v, t), = e.terms.items()
-    lay = prog.layouts[v]
     c, h, w = e.shape
-    if (not isinstance(lay, Layout) or lay.shape != e.shape or t.diagonal is None
-            or sum_steps(lay) is None):
-        return None
-    d = t.diagonal.reshape(c, h * w)
-    if not np.all(d == d[:, :1]):
-        return None
-    return v, d[:, 0]
+    out = []
+    for v, t in e.terms.items():
+        lay = prog.layouts[v]
+        if (not isinstance(lay, Layout) or lay.shape != e.shape or t.diagonal is None
+                or sum_steps(lay) is None):
+            return None
+        d = t.diagonal.reshape(c, h * w)
+        if not np.all(d == d[:, :1]):
+            return None
+        out.append((v, d[:, 0]))
+    return out
 
 
 def _pointwise_before(node, g, weights):
@@ -655,18 +664,19 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
         pw = _pointwise_before(node, g, weights)
         name, (wgt, bias) = (pw[0], pw[1:]) if pw else (node.inputs[0], (None, None))
         x = exprs[name]
-        found = _channel_scaled_source(x, prog)
+        found = _channel_scaled_sources(x, prog)
         if found is None:
             return None
         if node.name in summed:
             return summed[node.name]
-        v, d = found
         c, h, w = x.shape
-        total = prog.add_sum(v)
-        prog.steps[-1].name = node.name
-        src_shapes[total] = prog.layouts[total].shape
-        e = Expr((c,), {total: S.channel_affine((c,), d / (h * w))},
-                 x.bias.reshape(c, h * w).mean(axis=1))
+        terms = {}
+        for v, d in found:   # each source summed on its own: the map is linear in them
+            total = prog.add_sum(v)
+            prog.steps[-1].name = node.name
+            src_shapes[total] = prog.layouts[total].shape
+            terms[total] = S.channel_affine((c,), d / (h * w))
+        e = Expr((c,), terms, x.bias.reshape(c, h * w).mean(axis=1))
         if wgt is not None:
             e = e.apply(S.dense((c,), wgt, bias))
         summed[node.name] = e

@@ -156,6 +156,31 @@ def test_global_pool_sum_first_leaves_only_logits(net, policy, hekit):
         assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
 
 
+@pytest.mark.parametrize("activation", ["merged", "prescaled-fallback"])
+def test_global_pool_sum_first_after_a_merged_activation(activation, hekit):
+    """The last activation in merged form (x^2 and x as two sources: asked for, or the
+    prescaled form's fallback for a channel with a = 0) still sums in place, one sum per
+    source, instead of a dense map over every slot (hemet-fire2-4's head: 16,384 ct x pt)."""
+    model = tiny_fire_net()
+    if activation == "prescaled-fallback":
+        model.weights["fire_act.a"] = model.weights["fire_act.a"].copy()
+        model.weights["fire_act.a"][0] = 0.0
+    opts = {"activation": "merged" if activation == "merged" else "prescaled"}
+    prog = compile_model(model, 1024, global_pool="sum", **opts)
+    matrix = compile_model(model, 1024, global_pool="matrix", **opts)
+    sums = [s for s in prog.steps if s.kind == "sum" and s.name == "gap"]
+    assert len(sums) == 2 and prog.depth == matrix.depth == model.graph.depth()
+    assert prog.costs()["pt_mults"] < matrix.costs()["pt_mults"]
+    x = np.random.default_rng(12).uniform(0, 1, model.graph.input_shape)
+    want = forward(model, x[None])[0]
+    mirror = MirrorBackend(1024, depth=prog.depth)
+    np.testing.assert_allclose(prog.run(mirror, x), want, atol=1e-9)
+    raw, used = _output_slots(prog, mirror, x)
+    assert np.all(raw[~used] == 0.0)
+    got = prog.run(hekit.backend(prog.rotation_steps), x)
+    assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+
+
 def test_plan_only_compile_has_the_same_costs():
     model = tiny_fire_net()
     full = compile_model(model, 1024)
