@@ -5,8 +5,11 @@ for each, price every change (regular-conv replacement, node merging) with the c
 latency model on the parameters that change's depth selects (N may shrink; the program is
 compiled with and without repacking after pools, whichever is predicted faster); try them
 from the best completion (below) down, and keep the first whose predicted latency drops and
-whose validation accuracy after a short fine-tune is at most ``tolerance`` below the current
-network's (fine-tuned alike).
+whose validation accuracy after a short fine-tune is at most ``tolerance`` below the
+*reference*: the current network with the same layers re-initialized (the block's, and the
+consumers a change reshapes) and fine-tuned alike.  Comparing against the fully trained
+network instead would pit a few hundred steps for the new layers against a whole training
+run, and reject every change.
 
 "Drops" looks one step ahead: a change is priced both on its own and in the *completion*
 where every later block takes its first applicable change, against the completion without
@@ -93,6 +96,23 @@ def _carry(weights: dict, graph) -> dict:
             for k, v in fresh.items()}
 
 
+def _layer(key: str) -> str:
+    return key.rsplit(".", 1)[0]
+
+
+def _fresh_layers(weights: dict, graph) -> set:
+    """Layers of ``graph`` that :func:`_carry` cannot fill from ``weights`` (new or reshaped)."""
+    import numpy as np
+    return {_layer(k) for k, v in random_weights(graph, 0).items()
+            if k not in weights or np.shape(weights[k]) != np.shape(v)}
+
+
+def _reinit(weights: dict, graph, layers: set) -> dict:
+    """``weights`` with the given layers back at their seeded initialization."""
+    fresh = random_weights(graph, 0)
+    return {k: (fresh[k] if _layer(k) in layers else v) for k, v in weights.items()}
+
+
 def _save_state(out: Path, state: dict, weights: dict) -> None:
     import numpy as np
     np.savez(out / "search_weights.npz", **weights)
@@ -164,6 +184,7 @@ def greedy_search(model, cfg: SearchConfig, out, calibration: Calibration = None
         cands.sort(key=lambda c: (c[0], c[1]["predicted_s"], c[2]))
         kept = None
         without = predict_graph(_completion(graph, names, bi + 1, cfg), cfg, cal)["predicted_s"]
+        reference = None
         for ahead, pred, _, change, g2 in cands:
             d = {"block": names[bi], "change": change, **pred,
                  "latency_before_s": cur["predicted_s"], "accuracy_before": cur["accuracy"],
@@ -179,11 +200,20 @@ def greedy_search(model, cfg: SearchConfig, out, calibration: Calibration = None
                                        " in the completion") + "; accuracy check skipped"))
                 new_w = _carry(weights, g2)
             else:
-                acc, new_w = accuracy_fn(g2, _carry(weights, g2))
-                ok = acc >= cur["accuracy"] - cfg.tolerance
-                d.update(kept=ok, accuracy=acc,
+                if reference is None:
+                    # the yardstick: the current network with the same layers started afresh
+                    # and fine-tuned alike; the candidate restarts them too (a merge keeps the
+                    # block's layers), so neither side has a head start from full training
+                    layers = set(blk.nodes).union(*(_fresh_layers(weights, c[4]) for c in cands))
+                    log(f"    fine-tuning the current network with {len(layers)} layers of "
+                        f"{names[bi]} and its consumers re-initialized ...")
+                    reference, _ = accuracy_fn(graph, _reinit(weights, graph, layers))
+                    state.setdefault("references", {})[names[bi]] = reference
+                acc, new_w = accuracy_fn(g2, _reinit(_carry(weights, g2), g2, layers))
+                ok = acc >= reference - cfg.tolerance
+                d.update(kept=ok, accuracy=acc, accuracy_before=reference,
                          reason=("latency drops, accuracy within tolerance" if ok else
-                                 f"accuracy drops by {cur['accuracy'] - acc:.4f} > {cfg.tolerance}"))
+                                 f"accuracy drops by {reference - acc:.4f} > {cfg.tolerance}"))
             state["decisions"].append(d)
             log(f"    {change:<8} depth {pred['depth']:>2}, N = 2^{pred['log_n']}, predicted "
                 f"{pred['predicted_s']:8.2f} s (completion {ahead:.2f} vs {without:.2f} s)" + (f", accuracy {d['accuracy']}" if "accuracy" in d else "")

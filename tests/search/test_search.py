@@ -101,6 +101,68 @@ def test_accuracy_gate_and_decision_log(tmp_path):
     assert f2
 
 
+def test_reference_restarts_the_same_layers_on_both_sides(tmp_path):
+    """Each block's yardstick is the current network with the block's layers (and the
+    consumers a change reshapes) back at initialization; the candidate restarts the same
+    layers, so a merge (which keeps the block's layers) has no head start either."""
+    model = _small_fire_net()
+    trained = {k: v + 0.25 for k, v in model.weights.items()}   # stands for trained weights
+    model = modelfile.Model(model.graph, trained)
+    init = zoo.random_weights(model.graph, 0)
+    calls = []
+
+    def acc(graph, weights):
+        calls.append((graph, weights))
+        if len(calls) == 1:        # the starting network: carried over untouched
+            assert all(np.array_equal(weights[k], trained[k]) for k in trained)
+            return 0.80, weights
+        names = {n.name for n in graph.nodes}
+        if "fire1_squeeze_act" in names and len(calls) == 2:   # fire1's reference
+            for k in ("fire1_squeeze_conv.weight", "fire1_expand3_conv.weight", "fire2_squeeze_conv.weight"):
+                assert np.array_equal(weights[k], init[k])
+            assert np.array_equal(weights["conv1_conv.weight"], trained["conv1_conv.weight"])
+            return 0.70, weights   # restarted layers cost accuracy ...
+        return 0.69, weights       # ... and each candidate is within the tolerance of that
+
+    cfg = S.SearchConfig(threads=2, tolerance=0.02)
+    res = S.greedy_search(model, cfg, tmp_path, _flat_calibration(), log=lambda m: None, accuracy_fn=acc)
+    tried = [d for d in res["decisions"] if "accuracy" in d and d["block"] == "fire1"]
+    assert tried and tried[0]["accuracy_before"] == 0.70 and tried[0]["kept"]
+    # against the fully trained network (0.80) the same candidate would have been rejected
+    assert tried[0]["accuracy"] < 0.80 - cfg.tolerance
+    # the candidate restarted the reference's layers that it has
+    cand = calls[2][1]
+    g2 = calls[2][0]
+    for n in g2.nodes:
+        if n.name.startswith("fire1_") and f"{n.name}.weight" in cand and f"{n.name}.weight" in init:
+            assert np.array_equal(cand[f"{n.name}.weight"], zoo.random_weights(g2, 0)[f"{n.name}.weight"])
+    assert set(json.loads((tmp_path / S.STATE).read_text())["references"]) >= {"fire1"}
+
+
+def test_search_with_a_real_finetune(tmp_path):
+    """The torch fine-tune behind the accuracy check runs end to end on a tiny CIFAR-10."""
+    pytest.importorskip("torch", reason="torch not installed")
+    import importlib.util
+    from pathlib import Path
+    from hemet.search.finetune import FinetuneConfig
+    spec = importlib.util.spec_from_file_location(
+        "hemet_test_data", Path(__file__).resolve().parents[1] / "hemet" / "conftest.py")
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    data = fake.make_cifar10(tmp_path / "data")
+    small = _small_fire_net().graph
+    graph = Graph("small-fire-32", list(small.nodes), 10, input_shape=(3, 32, 32))
+    model = modelfile.Model(graph, zoo.random_weights(graph, 0))
+    ft = FinetuneConfig(steps=3, batch_size=8, n_val=20, eval_images=20, data=str(data))
+    cfg = S.SearchConfig(threads=2, tolerance=1.0, finetune=ft)   # any accuracy passes
+    res = S.greedy_search(model, cfg, tmp_path / "out", _flat_calibration(), log=lambda m: None)
+    assert res["accuracy_check"] == "fine-tune"
+    accs = [d["accuracy"] for d in res["decisions"] if "accuracy" in d]
+    refs = json.loads((tmp_path / "out" / S.STATE).read_text())["references"]
+    assert accs and refs and all(0.0 <= a <= 1.0 for a in accs + list(refs.values()))
+    assert modelfile.load(res["model"]).graph.depth() < model.graph.depth()
+
+
 def test_resume_gives_the_same_result(tmp_path):
     model = _small_fire_net()
     cfg = S.SearchConfig(threads=2)
