@@ -54,8 +54,9 @@ def search_setup(p: argparse.ArgumentParser) -> None:
                    "(squeezenet, dwsep; weights from its shipped CIFAR-10 model file where there "
                    "is one), a shipped model name or a model file")
     p.add_argument("--out", default=None, help="output directory (default runs/search-<model>)")
-    p.add_argument("--finetune-steps", type=int, default=200,
-                   help="SGD steps of the fine-tune behind each accuracy check; 0: skip the check")
+    p.add_argument("--finetune-steps", type=int, default=2000,
+                   help="SGD steps of the fine-tune behind each accuracy check (2000 x 64 images, "
+                   "about 2.8 epochs); 0: skip the check")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="accuracy drop allowed when keeping a change (fraction, 0.005 = 0.5 points)")
     p.add_argument("--threads", type=int, default=2, help="threads the latency is predicted for")
@@ -66,7 +67,8 @@ def search_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="CIFAR-10 directory (default $HEMET_DATA)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--eval-images", type=int, default=2000, help="validation images scored")
+    p.add_argument("--eval-images", type=int, default=5000,
+                   help="validation images scored (5000: the whole held-out split)")
     p.add_argument("--train-threads", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue from <out>/search_state.json")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -91,7 +93,8 @@ def search_run(a) -> int:
     if a.finetune_steps > 0:
         from .finetune import FinetuneConfig
         ft = FinetuneConfig(steps=a.finetune_steps, batch_size=a.batch_size, lr=a.lr,
-                            eval_images=a.eval_images, threads=a.train_threads, data=a.data)
+                            eval_images=a.eval_images, threads=a.train_threads, data=a.data,
+                            compile=True)
     cfg = SearchConfig(threads=a.threads, tolerance=a.tolerance, changes=tuple(a.changes),
                        cache_gb=a.cache_gb, key_gb=a.key_gb, finetune=ft)
     model = _starting_model(a.model)

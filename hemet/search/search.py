@@ -192,6 +192,8 @@ def greedy_search(model, cfg: SearchConfig, out, calibration: Calibration = None
             drops = pred["predicted_s"] < cur["predicted_s"] or ahead < without
             if kept is not None:
                 d.update(kept=False, reason=f"not tried: {kept} was kept")
+                if reference is not None:
+                    d["accuracy_before"] = reference
             elif not drops:
                 d.update(kept=False, reason="predicted latency does not drop, now or in the completion")
             elif not check:
@@ -208,6 +210,7 @@ def greedy_search(model, cfg: SearchConfig, out, calibration: Calibration = None
                     log(f"    fine-tuning the current network with {len(layers)} layers of "
                         f"{names[bi]} and its consumers re-initialized ...")
                     reference, _ = accuracy_fn(graph, _reinit(weights, graph, layers))
+                    log(f"    reference (current network, restarted layers): accuracy {reference:.4f}")
                     state.setdefault("references", {})[names[bi]] = reference
                 acc, new_w = accuracy_fn(g2, _reinit(_carry(weights, g2), g2, layers))
                 ok = acc >= reference - cfg.tolerance
@@ -233,6 +236,7 @@ def greedy_search(model, cfg: SearchConfig, out, calibration: Calibration = None
     path = modelfile.save(out / "searched", final, weights)
     result = {"model": str(path), "baseline": state["baseline"], "start": state["start"],
               "final": state["current"], "accuracy_check": state["accuracy_check"],
+              "references": state.get("references", {}),
               "decisions": state["decisions"], "threads": cfg.threads,
               "calibration": str(getattr(cal, "path", None))}
     (out / "search.json").write_text(json.dumps(result, indent=1))
