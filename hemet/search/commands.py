@@ -93,8 +93,7 @@ def search_run(a) -> int:
     if a.finetune_steps > 0:
         from .finetune import FinetuneConfig
         ft = FinetuneConfig(steps=a.finetune_steps, batch_size=a.batch_size, lr=a.lr,
-                            eval_images=a.eval_images, threads=a.train_threads, data=a.data,
-                            compile=True)
+                            eval_images=a.eval_images, threads=a.train_threads, data=a.data)
     cfg = SearchConfig(threads=a.threads, tolerance=a.tolerance, changes=tuple(a.changes),
                        cache_gb=a.cache_gb, key_gb=a.key_gb, finetune=ft)
     model = _starting_model(a.model)

@@ -21,15 +21,15 @@ __all__ = ["FinetuneConfig", "finetune"]
 
 @dataclass
 class FinetuneConfig:
-    steps: int = 200
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 0.02
     n_val: int = 5000          # the held-out split of hemet.train (its default)
-    eval_images: int = 2000    # validation images scored (a prefix of the split)
+    eval_images: int = 5000    # validation images scored (a prefix of the split; 5000: all)
     threads: int = 1
     seed: int = 0
     data: str | None = None
-    compile: bool = False      # torch.compile pays off only over many steps
+    compile: bool = True       # torch.compile (hemet.train: eager where it fails); off for tiny runs
     precision: str = "auto"    # as hemet.train: bf16 autocast where the CPU has native bf16
     label_smoothing: float = 0.1
     warmup: float = 0.1        # fraction of the steps

@@ -153,7 +153,8 @@ def test_search_with_a_real_finetune(tmp_path):
     small = _small_fire_net().graph
     graph = Graph("small-fire-32", list(small.nodes), 10, input_shape=(3, 32, 32))
     model = modelfile.Model(graph, zoo.random_weights(graph, 0))
-    ft = FinetuneConfig(steps=3, batch_size=8, n_val=20, eval_images=20, data=str(data))
+    ft = FinetuneConfig(steps=3, batch_size=8, n_val=20, eval_images=20, data=str(data),
+                        compile=False)
     cfg = S.SearchConfig(threads=2, tolerance=1.0, finetune=ft)   # any accuracy passes
     res = S.greedy_search(model, cfg, tmp_path / "out", _flat_calibration(), log=lambda m: None)
     assert res["accuracy_check"] == "fine-tune"
