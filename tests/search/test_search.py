@@ -164,6 +164,22 @@ def test_search_with_a_real_finetune(tmp_path):
     assert modelfile.load(res["model"]).graph.depth() < model.graph.depth()
 
 
+def test_search_from_a_depthwise_separable_network(tmp_path):
+    """The search also starts from a MobileNet-style network: every dwsep block is visited
+    and each kept change lowers the depth."""
+    from test_program import tiny_dwsep_net
+    model = tiny_dwsep_net()
+    res = S.greedy_search(model, S.SearchConfig(threads=2), tmp_path, _flat_calibration(),
+                          log=lambda m: None)
+    assert sorted({d["block"] for d in res["decisions"]}) == ["dw1", "dw2"]
+    kept = [d for d in res["decisions"] if d["kept"]]
+    assert kept and all(d["predicted_s"] < d["latency_before_s"] or d["completion_s"] < d["completion_without_s"]
+                        for d in kept)
+    final = modelfile.load(res["model"]).graph
+    assert final.depth() == model.graph.depth() - 2 * len(kept)
+    assert res["final"]["predicted_s"] < res["start"]["predicted_s"]
+
+
 def test_resume_gives_the_same_result(tmp_path):
     model = _small_fire_net()
     cfg = S.SearchConfig(threads=2)
