@@ -204,10 +204,31 @@ def _compiled(net, log):
     return step
 
 
+def sgd_step(net, step_fn, opt, x, y, cfg, bf16: bool):
+    """One step of the recipe (bf16 autocast where asked, label-smoothed cross entropy plus the
+    penalty on activation inputs beyond ``cfg.act_range``, clipped gradients): (cross entropy,
+    loss with the penalty, fp32 logits), or None when the loss is not finite (no update).
+    ``cfg`` needs act_reg, act_range, label_smoothing and clip (``TrainConfig`` or the
+    search's ``FinetuneConfig``)."""
+    import torch
+    import torch.nn.functional as F
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits, pen = step_fn((x,), cfg.act_range if cfg.act_reg > 0 else None)
+    logits = logits.float()
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss_total = loss if pen is None else loss + cfg.act_reg * pen.float()
+    if not torch.isfinite(loss_total):
+        return None
+    opt.zero_grad(set_to_none=True)
+    loss_total.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+    opt.step()
+    return loss, loss_total, logits
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     """Train (or resume) and export the best-on-validation model; returns a summary."""
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -278,18 +299,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             lr = _lr_at(step, total, warm, cfg.lr) * lr_scale
             for g in opt.param_groups:
                 g["lr"] = lr
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits, pen = step_fn((x,), cfg.act_range if cfg.act_reg > 0 else None)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            loss_total = loss if pen is None else loss + cfg.act_reg * pen.float()
-            if not torch.isfinite(loss_total):
+            done = sgd_step(net, step_fn, opt, x, y, cfg, cfg.precision == "bf16")
+            if done is None:
                 diverged = True
                 break
-            opt.zero_grad(set_to_none=True)
-            loss_total.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-            opt.step()
+            loss, _, logits = done
             step += 1
             seen += len(idx)
             loss_sum += float(loss.detach()) * len(idx)

@@ -37,6 +37,7 @@ class FinetuneConfig:
     coef_decay: float = 5e-3   # hemet.train's pull on the poly coefficients a
     act_reg: float = 1e-4
     act_range: float = 4.0
+    clip: float = 5.0
 
 
 _DATA = {}
@@ -54,11 +55,10 @@ def _splits(cfg: FinetuneConfig):
 def finetune(graph, weights: dict | None, cfg: FinetuneConfig, log=None) -> tuple[float, dict]:
     """(validation accuracy, fine-tuned weights) of ``graph`` started from ``weights``."""
     import torch
-    import torch.nn.functional as F
 
     from hemet.torch_modules import GraphNet, export_weights
     from hemet.train import (_compiled, _lr_at, _param_groups, _to_tensor, augment_batch,
-                             evaluate_torch, resolve_precision)
+                             evaluate_torch, resolve_precision, sgd_step)
     from hemet import data as D
 
     torch.set_num_threads(cfg.threads)
@@ -84,19 +84,11 @@ def finetune(graph, weights: dict | None, cfg: FinetuneConfig, log=None) -> tupl
         y = torch.from_numpy(tr.labels[idx])
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg.steps, warm, cfg.lr)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, pen = run((x,), cfg.act_range if cfg.act_reg > 0 else None)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        if pen is not None:
-            loss = loss + cfg.act_reg * pen.float()
-        if not torch.isfinite(loss):
+        done = sgd_step(net, run, opt, x, y, cfg, bf16)
+        if done is None:
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
         if log and (step + 1) % 50 == 0:
-            log(f"    fine-tune step {step + 1}/{cfg.steps} loss {float(loss.detach()):.3f}")
+            log(f"    fine-tune step {step + 1}/{cfg.steps} loss {float(done[1].detach()):.3f}")
     sub = D.Split(val.images[:cfg.eval_images], val.labels[:cfg.eval_images])
     acc = evaluate_torch(net, sub)
     return acc, export_weights(net)
