@@ -101,6 +101,26 @@ def vstore_nt(typingctx, ary, idx, v):
 
 
 @intrinsic
+def vprefetch(typingctx, ary, idx):
+    """Hint the cache line holding ary[idx] into L1 (``prefetch`` never faults, so idx may run
+    past the end of a row)."""
+    if not (_is_u64_array(ary) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        i8p = ir.IntType(8).as_pointer()
+        p = builder.bitcast(builder.gep(data, [args[1]]), i8p)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, highest temporal locality, data cache
+        builder.call(fn, [p, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(ary, idx), codegen
+
+
+@intrinsic
 def lanes3(typingctx, code):
     """Lane l = (code >> 3l) & 7 for l = 0..7 (eight 3-bit lane indices packed in a uint64)."""
     if not isinstance(code, types.Integer):

@@ -25,9 +25,15 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .ifma import V8, lanes3, madd52hi, madd52lo, vadd, vand, vbcast, vload, vmin, vstore, vstore_nt, vsub
+from .ifma import (V8, lanes3, madd52hi, madd52lo, vadd, vand, vbcast, vload, vmin, vprefetch,
+                   vstore, vstore_nt, vsub)
 
 GROUP = 4
+# Key rows are fetched this many lanes (1 KB) ahead in the inner-product loops: a digit group
+# streams 8 key rows per key (16 in the two-key kernel) from memory, more concurrent streams
+# than the hardware prefetchers follow well.  Measured on the fused two-key kernel (8 keys,
+# 16 rows, N = 2^15): 26.0 -> 22.7 ms; 2 KB ahead was the same, 4-8 KB slower.
+PREFETCH = np.uint64(128)
 MASK52 = np.uint64((1 << 52) - 1)
 _R = 1 << 52
 
@@ -169,6 +175,19 @@ def vfix2(t, p):
     """[0, 3p) -> [0, p)."""
     t = vmin(t, vsub(t, p))
     return vmin(t, vsub(t, p))
+
+
+@njit(cache=True, inline="always")
+def _prefetch_group(key, a0, a1, a2, a3, kstep, j):
+    """The cache lines at lane j of a digit group's 8 key rows (both components)."""
+    vprefetch(key, a0 + j)
+    vprefetch(key, a1 + j)
+    vprefetch(key, a2 + j)
+    vprefetch(key, a3 + j)
+    vprefetch(key, a0 + kstep + j)
+    vprefetch(key, a1 + kstep + j)
+    vprefetch(key, a2 + kstep + j)
+    vprefetch(key, a3 + kstep + j)
 
 
 @njit(cache=True)
@@ -321,6 +340,7 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix):
             a2 = a1 + np.uint64(2) * kstep
             a3 = a2 + np.uint64(2) * kstep
             for jj in range(np.uint64(0), n, np.uint64(8)):
+                _prefetch_group(key, a0, a1, a2, a3, kstep, jj + PREFETCH)
                 v0 = vload(ext, e0 + jj)
                 v1 = vload(ext, e1 + jj)
                 v2 = vload(ext, e2 + jj)
@@ -422,6 +442,7 @@ def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, cs, css, c0, codes, o
     b = np.uint64(0)
     for jj in range(np.uint64(0), n, np.uint64(8)):
         if full:
+            _prefetch_group(key, a0, a1, a2, a3, kstep, jj + PREFETCH)
             v0 = vload(ext, e0 + jj)
             v1 = vload(ext, e1 + jj)
             v2 = vload(ext, e2 + jj)
@@ -538,6 +559,8 @@ def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1,
     a3 = a2 + np.uint64(2) * kstep
     b = np.uint64(0)
     for jj in range(np.uint64(0), n, np.uint64(8)):
+        _prefetch_group(key_a, a0, a1, a2, a3, kstep, jj + PREFETCH)
+        _prefetch_group(key_b, a0, a1, a2, a3, kstep, jj + PREFETCH)
         v0 = vload(ext, e0 + jj)
         v1 = vload(ext, e1 + jj)
         v2 = vload(ext, e2 + jj)
