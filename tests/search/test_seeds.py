@@ -1,0 +1,82 @@
+"""bench/seeds.py: per-run facts from hemet train's files, test accuracy, the seed statistics."""
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def _make_cifar10(root):
+    """tests/hemet/conftest.py's synthetic CIFAR-10 (loaded by path: every test folder has a
+    conftest module)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hemet_test_data", ROOT / "tests" / "hemet" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_cifar10(root, n_per_batch=24)
+
+
+def _run(tmp, name, model, seed, val_accs, rollback_at=None, planned=None):
+    from hemet import modelfile, zoo
+    run = tmp / name
+    run.mkdir()
+    g = zoo.build(model, 10)
+    path = modelfile.save(run / "export" / f"{model}-cifar10.json", g, zoo.random_weights(g, seed))
+    log = []
+    for e, v in enumerate(val_accs, 1):
+        if rollback_at == e:
+            log.append({"epoch": e, "train_loss": float("nan"), "rollback": 1, "lr_scale": 0.5})
+        log.append({"epoch": e, "train_loss": 1.0, "train_acc": 0.5 + e / 100, "val_acc": v})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    (run / "config.json").write_text(json.dumps({
+        "model": model, "seed": seed, "epochs": planned or len(val_accs),
+        "export": str(run / "export" / f"{model}-cifar10")}))
+    return run, path
+
+
+def test_seed_table(tmp_path, capsys):
+    import seeds
+    from hemet import data as D, modelfile, reference
+    data = _make_cifar10(tmp_path / "data")
+    a0, fa0 = _run(tmp_path, "a0", "squeezenet", 0, [0.3, 0.5, 0.4])
+    a1, fa1 = _run(tmp_path, "a1", "squeezenet", 1, [0.2, 0.6], rollback_at=2)
+    b0, fb0 = _run(tmp_path, "b0", "hemet-fire1-4", 0, [0.4, 0.45])
+    b1, fb1 = _run(tmp_path, "b1", "hemet-fire1-4", 1, [0.1, 0.7])
+    late, _ = _run(tmp_path, "late", "hemet-fire1-4", 2, [0.2], planned=60)  # still training
+    # a run's model given explicitly (DIR=MODEL.json), as for the shipped seed-0 runs
+    args = [str(a0), f"{a1}={fa1}", str(b0), str(b1), str(late), "--data", str(data), "--json"]
+    assert seeds.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    split = D.load_dataset("cifar10", str(data), "test")
+    want = {f: reference.accuracy(modelfile.load(f), split.images, split.labels, 250)
+            for f in (fa0, fa1, fb0, fb1)}
+    runs = {(r["model"], r["seed"]): r for r in out["runs"]}
+    assert sorted(runs) == [("hemet-fire1-4", 0), ("hemet-fire1-4", 1), ("squeezenet", 0),
+                            ("squeezenet", 1)]  # the unfinished run is left out
+    assert runs[("squeezenet", 0)]["best_val"] == 0.5
+    assert runs[("squeezenet", 1)]["rollbacks"] == 1 and runs[("squeezenet", 0)]["rollbacks"] == 0
+    assert runs[("squeezenet", 1)]["epochs"] == 2
+    for (m, s), f in {("squeezenet", 0): fa0, ("squeezenet", 1): fa1,
+                      ("hemet-fire1-4", 0): fb0, ("hemet-fire1-4", 1): fb1}.items():
+        assert runs[(m, s)]["test"] == want[f]
+    sq, he = out["networks"]["squeezenet"], out["networks"]["hemet-fire1-4"]
+    assert sq["mean"] == pytest.approx((want[fa0] + want[fa1]) / 2)
+    assert sq["std"] == pytest.approx(statistics.stdev([want[fa0], want[fa1]]))
+    g = out["gain"]
+    assert (g["of"], g["over"]) == ("hemet-fire1-4", "squeezenet")
+    assert g["points"] == pytest.approx(100 * (he["mean"] - sq["mean"]))
+    assert g["stderr"] == pytest.approx(100 * math.sqrt(sq["std"] ** 2 / 2 + he["std"] ** 2 / 2))
+    assert g["per_seed"]["0"] == pytest.approx(100 * (want[fb0] - want[fa0]))
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    import seeds
+    run, path = _run(tmp_path, "r", "squeezenet", 0, [0.5])
+    path.unlink()
+    with pytest.raises(SystemExit, match="no model file"):
+        seeds.read_run(str(run))
