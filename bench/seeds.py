@@ -9,8 +9,8 @@ Each argument is a ``hemet train --out`` directory (``config.json``, ``log.jsonl
 ``hemet/assets``).  For every run: the seed, best validation accuracy, undone
 divergences and the exported (best-on-validation) model's plaintext accuracy on the full
 CIFAR-10 test set ($HEMET_DATA or ``--data``).  Per network: the mean and sample standard
-deviation of the test accuracy; for two networks, the difference of means with its standard
-error (Welch), the figure to hold against the paper's +0.4 points.  The test set only scores
+deviation of the test accuracy; for two networks, the difference of means (the second
+network named on the command line minus the first) with its standard error (Welch), the figure to hold against the paper's +0.4 points.  The test set only scores
 finished runs: nothing here selects on it.
 """
 from __future__ import annotations
