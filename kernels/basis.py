@@ -11,7 +11,8 @@ from numba import get_thread_id, njit, prange, float64, uint64
 from . import ifma_arith as _fx
 from .cpu import USE_IFMA
 from .modarith import mulmod, reduce_small
-from .ntt import _fwd_limb_ifma, _fwd_limb_portable, _inv_limb_ifma, _inv_limb_portable
+from .ntt import (_fwd_head_ifma, _fwd_limb_ifma, _fwd_limb_portable, _inv_limb_ifma,
+                  _inv_limb_portable)
 
 
 @njit(cache=True, parallel=True)
@@ -328,9 +329,8 @@ def ip_moddown_prepare_ifma(ext, key, qp_rows, q, qneg, w, ws, ni, ni_c, w1n, w1
         g = qp_rows[k + j]
         y0 = y[j]
         y1 = y[alpha + j]
-        _fx.ip_row_mont(ext, key, k + j, g, q[g], qneg[g], y0, y1)
-        _inv_limb_ifma(y0, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
-        _inv_limb_ifma(y1, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+        _fx.ip_row_mont_inv(ext, key, k + j, g, q[g], qneg[g], y0, y1, w[g], ws[g], ni[j], ni_c[j],
+                            w1n[j], w1n_c[j])
 
 
 @njit(cache=True, parallel=True)
@@ -487,10 +487,11 @@ def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, ad
 # Work items are (pair of rows, key) -- (pair of rows, pair of keys) in the IFMA finish --,
 # keys innermost, so a row's twiddles and c0's row are reused across keys.  IFMA finish, per
 # key: both rows' ModDown conversions in one pass over the key's P rows (``conv_row2``), their
-# NTTs, then per row a single pass that computes the inner product, ModDown's last step, + c0
-# and the permutation (``ip_moddown_perm_row``, or ``..._row2`` for two keys sharing the
-# digits' loads): no inner-product scratch rows, each permuted block stored at its
-# destination.
+# NTTs' memory stages, then per row a single pass that runs the NTTs' register stages and
+# computes the inner product, ModDown's last step, + c0 and the permutation
+# (``ip_moddown_perm_row``, or ``..._row2`` for two keys sharing the digits' loads): no
+# inner-product scratch rows, each permuted block stored at its destination.  That pass
+# streams keys from memory; the register stages run in its load shadow.
 # ``nt``: write the (blocked-permutation) results with non-temporal stores, for outputs much
 # larger than the caches (every ``out`` row 64-byte aligned).
 # out[i] = (sigma_i(c0 + u0_i), sigma_i(u1_i)) with u_i = ModDown(ext * keys[i]).
@@ -509,9 +510,8 @@ def hoisted_prepare_ifma(ext, keys, count, qp_rows, q, qneg, w, ws, ni, ni_c, w1
         g = qp_rows[k + j]
         y0 = y[i, j]
         y1 = y[i, alpha + j]
-        _fx.ip_row_mont(ext, key, k + j, g, q[g], qneg[g], y0, y1)
-        _inv_limb_ifma(y0, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
-        _inv_limb_ifma(y1, w[g], ws[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
+        _fx.ip_row_mont_inv(ext, key, k + j, g, q[g], qneg[g], y0, y1, w[g], ws[g], ni[j], ni_c[j],
+                            w1n[j], w1n_c[j])
 
 
 @njit(cache=True, parallel=True)
@@ -554,15 +554,16 @@ def _hoisted_item_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_i
         else:
             _fx.conv_row(yi, 0, alpha, cm[ra], q[ga], qneg[ga], t0a)
             _fx.conv_row(yi, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], t1a)
-        _fwd_limb_ifma(t0a, w[ga], ws[ga], q[ga])
-        _fwd_limb_ifma(t1a, w[ga], ws[ga], q[ga])
-        _fx.ip_moddown_perm_row(ext, key, ra, ga, q[ga], qneg[ga], t0a, t1a, p_inv[ra],
-                                p_inv_c[ra], c0[ra], codes[i], out[i][0, ra], out[i][1, ra], nt)
+        _fwd_head_ifma(t0a, w[ga], ws[ga], q[ga])
+        _fwd_head_ifma(t1a, w[ga], ws[ga], q[ga])
+        _fx.ip_moddown_perm_row(ext, key, ra, ga, q[ga], qneg[ga], t0a, t1a, w[ga], ws[ga],
+                                p_inv[ra], p_inv_c[ra], c0[ra], codes[i], out[i][0, ra],
+                                out[i][1, ra], nt)
         if rb != ra:
-            _fwd_limb_ifma(t0b, w[gb], ws[gb], q[gb])
-            _fwd_limb_ifma(t1b, w[gb], ws[gb], q[gb])
-            _fx.ip_moddown_perm_row(ext, key, rb, gb, q[gb], qneg[gb], t0b, t1b, p_inv[rb],
-                                    p_inv_c[rb], c0[rb], codes[i], out[i][0, rb],
+            _fwd_head_ifma(t0b, w[gb], ws[gb], q[gb])
+            _fwd_head_ifma(t1b, w[gb], ws[gb], q[gb])
+            _fx.ip_moddown_perm_row(ext, key, rb, gb, q[gb], qneg[gb], t0b, t1b, w[gb], ws[gb],
+                                    p_inv[rb], p_inv_c[rb], c0[rb], codes[i], out[i][0, rb],
                                     out[i][1, rb], nt)
         return
     perm = perms[i]
@@ -607,20 +608,21 @@ def _hoisted_pair_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_i
         else:
             _fx.conv_row(yu, 0, alpha, cm[ra], q[ga], qneg[ga], scratch[4 * u])
             _fx.conv_row(yu, alpha, 2 * alpha, cm[ra], q[ga], qneg[ga], scratch[4 * u + 1])
-        _fwd_limb_ifma(scratch[4 * u], w[ga], ws[ga], q[ga])
-        _fwd_limb_ifma(scratch[4 * u + 1], w[ga], ws[ga], q[ga])
+        _fwd_head_ifma(scratch[4 * u], w[ga], ws[ga], q[ga])
+        _fwd_head_ifma(scratch[4 * u + 1], w[ga], ws[ga], q[ga])
     _fx.ip_moddown_perm_row2(ext, keys[i], keys[i + 1], ra, ga, q[ga], qneg[ga], scratch[0],
-                             scratch[1], scratch[4], scratch[5], p_inv[ra], p_inv_c[ra],
-                             c0[ra], codes[i], codes[i + 1], out[i][0, ra], out[i][1, ra],
-                             out[i + 1][0, ra], out[i + 1][1, ra], nt)
+                             scratch[1], scratch[4], scratch[5], w[ga], ws[ga], p_inv[ra],
+                             p_inv_c[ra], c0[ra], codes[i], codes[i + 1], out[i][0, ra],
+                             out[i][1, ra], out[i + 1][0, ra], out[i + 1][1, ra], nt)
     if rb != ra:
         for u in range(2):
-            _fwd_limb_ifma(scratch[4 * u + 2], w[gb], ws[gb], q[gb])
-            _fwd_limb_ifma(scratch[4 * u + 3], w[gb], ws[gb], q[gb])
+            _fwd_head_ifma(scratch[4 * u + 2], w[gb], ws[gb], q[gb])
+            _fwd_head_ifma(scratch[4 * u + 3], w[gb], ws[gb], q[gb])
         _fx.ip_moddown_perm_row2(ext, keys[i], keys[i + 1], rb, gb, q[gb], qneg[gb],
-                                 scratch[2], scratch[3], scratch[6], scratch[7], p_inv[rb],
-                                 p_inv_c[rb], c0[rb], codes[i], codes[i + 1], out[i][0, rb],
-                                 out[i][1, rb], out[i + 1][0, rb], out[i + 1][1, rb], nt)
+                                 scratch[2], scratch[3], scratch[6], scratch[7], w[gb], ws[gb],
+                                 p_inv[rb], p_inv_c[rb], c0[rb], codes[i], codes[i + 1],
+                                 out[i][0, rb], out[i][1, rb], out[i + 1][0, rb],
+                                 out[i + 1][1, rb], nt)
 
 
 @njit(cache=True, parallel=True)

@@ -23,7 +23,10 @@ serial kernel; larger ones a ``prange`` kernel over limbs.  Other Numba code can
 per-limb transforms directly: ``_fwd_limb_portable(x, w, wf, q)``,
 ``_inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf)``, ``_fwd_limb_ifma(x, w, ws, q)``,
 ``_inv_limb_ifma(x, w, ws, q, ni, nis, w1n, w1ns)`` with the rows of the table fields
-(``*_fwd`` / ``*_inv``, ``n_inv*``, ``w1_n_inv*``).
+(``*_fwd`` / ``*_inv``, ``n_inv*``, ``w1_n_inv*``).  The IFMA ones also come split into
+their memory stages and their in-register 16-element blocks (``_fwd_head_ifma`` +
+``_fwd_block16_ifma``, ``_inv_block16_ifma`` + ``_inv_tail_ifma``) for kernels that run the
+blocks inside a pass of their own.
 
 Single-thread medians on this machine (IFMA / portable, microseconds per limb, forward and
 inverse alike): N=2^14: 28 / 67, N=2^15: 52 / 135, N=2^16: 105 / 290.
@@ -487,11 +490,49 @@ def _vgs_last(u, v, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero):
     return vmin(s, vsub(s, q)), vmin(d, vsub(d, q))
 
 
+# The IFMA transforms come in two parts so that fused kernels can run the in-register part
+# of a transform inside another pass over the row (``kernels/ifma_arith.py``): the forward
+# transform's last four stages (t = 8, 4, 2, 1) and the inverse transform's first four
+# (t = 1, 2, 4, 8) work on one 16-element block at a time (``_fwd_block16_ifma``,
+# ``_inv_block16_ifma``: block c is x[16c : 16c + 16]); the other stages go through memory
+# (``_fwd_head_ifma`` before the blocks, ``_inv_tail_ifma`` after them).
+@njit(cache=True, inline="always")
+def _fwd_block16_ifma(x, c, w, ws, n, q, two_q, negq, mask, zero):
+    # Twiddles of block c: t=8 group n/16 + c; t=4 groups n/8 + 2c + lane//4; t=2 groups
+    # n/4 + 4c + lane//2; t=1 groups n/2 + 8c + lane.  The 8-lane loads at n/8 + 2c and
+    # n/4 + 4c end below n/2 + 4 <= n: in bounds.  Output fully reduced to [0, q).
+    m = n >> np.uint64(4)
+    b = c << np.uint64(4)
+    e = c << np.uint64(3)
+    e4 = (n >> np.uint64(3)) + (c << np.uint64(1))
+    e2 = (n >> np.uint64(2)) + (c << np.uint64(2))
+    half = n >> np.uint64(1)
+    a0 = vload(x, b)
+    a1 = vload(x, b + np.uint64(8))
+    a0, a1 = _vct(a0, a1, vbcast(w[m + c]), vbcast(ws[m + c]), two_q, negq, mask, zero)
+    u = shuf_lo4(a0, a1)
+    v = shuf_hi4(a0, a1)
+    u, v = _vct(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
+    a0 = shuf_lo2(u, v)
+    a1 = shuf_hi2(u, v)
+    a0, a1 = _vct(a0, a1, spread2(vload(w, e2)), spread2(vload(ws, e2)), two_q, negq, mask, zero)
+    u = shuf_lo1(a0, a1)
+    v = shuf_hi1(a0, a1)
+    u, v = _vct(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
+    u = vmin(u, vsub(u, two_q))               # [0, 4q) -> [0, 2q) -> [0, q)
+    u = vmin(u, vsub(u, q))
+    v = vmin(v, vsub(v, two_q))
+    v = vmin(v, vsub(v, q))
+    vstore(x, b, shuf_ilo(u, v))
+    vstore(x, b + np.uint64(8), shuf_ihi(u, v))
+
+
 @njit(cache=True)
-def _fwd_limb_ifma(x, w, ws, qs):
+def _fwd_head_ifma(x, w, ws, qs):
+    """The forward stages with t >= 16 (through memory): radix-2 once if their count is odd,
+    then radix-4.  Input < q, output < 4q."""
     n = np.uint64(x.shape[0])
     zero = vbcast(np.uint64(0))
-    q = vbcast(qs)
     two_q = vbcast(qs + qs)
     negq = vbcast(_TWO52 - qs)
     mask = vbcast(_MASK52)
@@ -500,8 +541,6 @@ def _fwd_limb_ifma(x, w, ws, qs):
         log_n += np.uint64(1)
     m = np.uint64(1)
     t = n >> np.uint64(1)
-    # stages with t >= 16 go through memory (radix-2 once if their count is odd, then
-    # radix-4); t = 8, 4, 2, 1 run in registers on 16-element blocks.
     if (log_n - np.uint64(4)) & np.uint64(1):
         wv = vbcast(w[1])
         wsv = vbcast(ws[1])
@@ -537,40 +576,56 @@ def _fwd_limb_ifma(x, w, ws, qs):
                 vstore(x, j + t + h, x3)
         m = m << np.uint64(2)
         t = t >> np.uint64(2)
-    # m == n/16 here.  Twiddles of 16-element block c: t=8 group m + c; t=4 groups n/8 + 2c
-    # + lane//4; t=2 groups n/4 + 4c + lane//2; t=1 groups n/2 + 8c + lane.  The 8-lane loads
-    # at n/8 + 2c and n/4 + 4c end below n/2 + 4 <= n: in bounds.
-    q8 = n >> np.uint64(3)
-    q4 = n >> np.uint64(2)
-    half = n >> np.uint64(1)
-    for c in range(m):
-        b = c << np.uint64(4)
-        e = c << np.uint64(3)
-        e4 = q8 + (c << np.uint64(1))
-        e2 = q4 + (c << np.uint64(2))
-        a0 = vload(x, b)
-        a1 = vload(x, b + np.uint64(8))
-        a0, a1 = _vct(a0, a1, vbcast(w[m + c]), vbcast(ws[m + c]), two_q, negq, mask, zero)
-        u = shuf_lo4(a0, a1)
-        v = shuf_hi4(a0, a1)
-        u, v = _vct(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
-        a0 = shuf_lo2(u, v)
-        a1 = shuf_hi2(u, v)
-        a0, a1 = _vct(a0, a1, spread2(vload(w, e2)), spread2(vload(ws, e2)),
-                      two_q, negq, mask, zero)
-        u = shuf_lo1(a0, a1)
-        v = shuf_hi1(a0, a1)
-        u, v = _vct(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
-        u = vmin(u, vsub(u, two_q))               # [0, 4q) -> [0, 2q) -> [0, q)
-        u = vmin(u, vsub(u, q))
-        v = vmin(v, vsub(v, two_q))
-        v = vmin(v, vsub(v, q))
-        vstore(x, b, shuf_ilo(u, v))
-        vstore(x, b + np.uint64(8), shuf_ihi(u, v))
 
 
 @njit(cache=True)
-def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
+def _fwd_limb_ifma(x, w, ws, qs):
+    n = np.uint64(x.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    two_q = vbcast(qs + qs)
+    negq = vbcast(_TWO52 - qs)
+    mask = vbcast(_MASK52)
+    _fwd_head_ifma(x, w, ws, qs)
+    for c in range(n >> np.uint64(4)):
+        _fwd_block16_ifma(x, np.uint64(c), w, ws, n, q, two_q, negq, mask, zero)
+
+
+@njit(cache=True, inline="always")
+def _inv_block16_ifma(x, c, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero):
+    # Input < 2q, output < 2q (fully reduced with N^-1 folded in when n == 16: t = 8 is then
+    # the last stage).  Twiddles mirror _fwd_block16_ifma's.
+    m16 = n >> np.uint64(4)
+    b = c << np.uint64(4)
+    e = c << np.uint64(3)
+    e4 = (n >> np.uint64(3)) + (c << np.uint64(1))
+    e2 = (n >> np.uint64(2)) + (c << np.uint64(2))
+    half = n >> np.uint64(1)
+    a0 = vload(x, b)
+    a1 = vload(x, b + np.uint64(8))
+    u = shuf_even(a0, a1)
+    v = shuf_odd(a0, a1)
+    u, v = _vgs(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
+    a0 = shuf_lo1(u, v)
+    a1 = shuf_hi1(u, v)
+    a0, a1 = _vgs(a0, a1, spread2(vload(w, e2)), spread2(vload(ws, e2)), two_q, negq, mask, zero)
+    u = shuf_lo2(a0, a1)
+    v = shuf_hi2(a0, a1)
+    u, v = _vgs(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
+    a0 = shuf_lo4(u, v)
+    a1 = shuf_hi4(u, v)
+    if m16 == np.uint64(1):
+        a0, a1 = _vgs_last(a0, a1, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
+    else:
+        a0, a1 = _vgs(a0, a1, vbcast(w[m16 + c]), vbcast(ws[m16 + c]), two_q, negq, mask, zero)
+    vstore(x, b, a0)
+    vstore(x, b + np.uint64(8), a1)
+
+
+@njit(cache=True)
+def _inv_tail_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
+    """The inverse stages with t >= 16 (through memory): radix-2 once if their count is odd,
+    then radix-4; N^-1 folded into the last.  Output fully reduced to [0, q)."""
     n = np.uint64(x.shape[0])
     zero = vbcast(np.uint64(0))
     q = vbcast(qs)
@@ -584,38 +639,6 @@ def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
     log_n = np.uint64(0)
     while (np.uint64(1) << log_n) < n:
         log_n += np.uint64(1)
-    # stages t = 1, 2, 4, 8 in registers on 16-element blocks (t = 8 is the last stage when
-    # n == 16), then t >= 16 through memory: radix-2 once if their count is odd, then radix-4.
-    q8 = n >> np.uint64(3)
-    q4 = n >> np.uint64(2)
-    half = n >> np.uint64(1)
-    m16 = n >> np.uint64(4)
-    for c in range(m16):
-        b = c << np.uint64(4)
-        e = c << np.uint64(3)
-        e4 = q8 + (c << np.uint64(1))
-        e2 = q4 + (c << np.uint64(2))
-        a0 = vload(x, b)
-        a1 = vload(x, b + np.uint64(8))
-        u = shuf_even(a0, a1)
-        v = shuf_odd(a0, a1)
-        u, v = _vgs(u, v, vload(w, half + e), vload(ws, half + e), two_q, negq, mask, zero)
-        a0 = shuf_lo1(u, v)
-        a1 = shuf_hi1(u, v)
-        a0, a1 = _vgs(a0, a1, spread2(vload(w, e2)), spread2(vload(ws, e2)),
-                      two_q, negq, mask, zero)
-        u = shuf_lo2(a0, a1)
-        v = shuf_hi2(a0, a1)
-        u, v = _vgs(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
-        a0 = shuf_lo4(u, v)
-        a1 = shuf_hi4(u, v)
-        if m16 == np.uint64(1):
-            a0, a1 = _vgs_last(a0, a1, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
-        else:
-            a0, a1 = _vgs(a0, a1, vbcast(w[m16 + c]), vbcast(ws[m16 + c]),
-                          two_q, negq, mask, zero)
-        vstore(x, b, a0)
-        vstore(x, b + np.uint64(8), a1)
     t = np.uint64(16)
     h = n >> np.uint64(5)                         # groups of the stage with half-size t
     if t < n and (log_n - np.uint64(4)) & np.uint64(1):
@@ -680,6 +703,25 @@ def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
                     vstore(x, j + t3, x3)
         t = t << np.uint64(2)
         h = h >> np.uint64(2)
+
+
+
+
+@njit(cache=True)
+def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
+    n = np.uint64(x.shape[0])
+    zero = vbcast(np.uint64(0))
+    q = vbcast(qs)
+    two_q = vbcast(qs + qs)
+    negq = vbcast(_TWO52 - qs)
+    mask = vbcast(_MASK52)
+    ni = vbcast(ni_s)
+    nis = vbcast(nis_s)
+    w1n = vbcast(w1n_s)
+    w1ns = vbcast(w1ns_s)
+    for c in range(n >> np.uint64(4)):
+        _inv_block16_ifma(x, np.uint64(c), w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
+    _inv_tail_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s)
 
 
 @njit(cache=True)

@@ -78,6 +78,32 @@ def test_key_inner_product_exact(path, seed, d):
             assert [int(v) for v in out[c, r]] == expect
 
 
+@pytest.mark.skipif(not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA")
+@given(seed=seeds, d=st.integers(1, 9), n=st.sampled_from([16, 64]))
+def test_ip_row_mont_inv_exact(seed, d, n):
+    """The inner product with the inverse NTT's register stages run inside it equals the
+    Python-int inner product times 2^-52, inverse-transformed (1..9 digits: the stages run in
+    the last of several Montgomery groups; n = 16: the register stages are the whole
+    transform)."""
+    from kernels import ifma_arith
+    rng = np.random.default_rng(seed)
+    g, r = 2, 1
+    qs = PRIMES[:4]
+    q = qs[g]
+    t = ntt.make_tables(qs, n)
+    ext = np.stack([edge(rng, qs, n) for _ in range(d)])
+    key = np.stack([np.stack([edge(rng, qs, n) for _ in range(2)]) for _ in range(d)])
+    o = np.empty((2, n), dtype=np.uint64)
+    ifma_arith.ip_row_mont_inv(ext, key, r, g, t.q[g], ifma_arith.neg_inv52(q)[0], o[0],
+                               o[1], t.w_inv[g], t.ws_inv[g], t.n_inv[g], t.n_inv_s[g],
+                               t.w1_n_inv[g], t.w1_n_inv_s[g])
+    rinv = pow(1 << 52, -1, q)
+    expect = np.array([[sum(int(ext[k, r, j]) * int(key[k, c, g, j]) for k in range(d)) * rinv % q
+                        for j in range(n)] for c in range(2)], dtype=np.uint64)
+    ntt.inverse_portable(expect, np.array([g, g]), t)
+    assert np.array_equal(o, expect)
+
+
 # -- the fused key-switching kernels, through KeySwitcher, against a Python-int model -----------
 @pytest.fixture(scope="module")
 def tiny():
