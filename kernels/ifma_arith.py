@@ -255,7 +255,9 @@ def conv_row(y, lo, hi, cm, ps, pnegs, out):
 @njit(cache=True)
 def conv_row2(y, lo, hi, cma, pas, pnegas, outa, cmb, pbs, pnegbs, outb):
     """``conv_row`` to two targets in one pass over the source rows (each loaded once):
-    outa with (cma, pas), outb with (cmb, pbs)."""
+    outa with (cma, pas), outb with (cmb, pbs).  With ``GROUP`` source rows the outputs are
+    left partly reduced, below 2p + 5 (see the module docstring): below 4p, which is all the
+    forward NTT that follows needs."""
     if hi - lo != GROUP:
         conv_row(y, lo, hi, cma, pas, pnegas, outa)
         conv_row(y, lo, hi, cmb, pbs, pnegbs, outb)
@@ -285,10 +287,10 @@ def conv_row2(y, lo, hi, cma, pas, pnegas, outa, cmb, pbs, pnegbs, outb):
         v3 = vload(y, b3 + jj)
         lo_ = vadd(madd52lo(madd52lo(zero, v0, ca0), v1, ca1), madd52lo(madd52lo(zero, v2, ca2), v3, ca3))
         hi_ = vadd(madd52hi(madd52hi(zero, v0, ca0), v1, ca1), madd52hi(madd52hi(zero, v2, ca2), v3, ca3))
-        vstore(outa, jj, vfix2(vredc(lo_, hi_, pa, pnega, zero), pa))
+        vstore(outa, jj, vredc(lo_, hi_, pa, pnega, zero))
         lo_ = vadd(madd52lo(madd52lo(zero, v0, cb0), v1, cb1), madd52lo(madd52lo(zero, v2, cb2), v3, cb3))
         hi_ = vadd(madd52hi(madd52hi(zero, v0, cb0), v1, cb1), madd52hi(madd52hi(zero, v2, cb2), v3, cb3))
-        vstore(outb, jj, vfix2(vredc(lo_, hi_, pb, pnegb, zero), pb))
+        vstore(outb, jj, vredc(lo_, hi_, pb, pnegb, zero))
 
 
 @njit(cache=True)
