@@ -8,4 +8,5 @@ row of the polynomial to a row of the tables, so one table serves every basis (Q
 All primes are below 2^50 so that both the AVX-512 IFMA path (52-bit multipliers) and the
 portable float64-quotient path are exact.
 """
+from . import _cache  # noqa: F401  (first: before any cached kernel is defined)
 from .cpu import HAS_IFMA, USE_IFMA, set_num_threads, get_num_threads  # noqa: F401
