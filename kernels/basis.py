@@ -628,7 +628,7 @@ def _hoisted_pair_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_i
 @njit(cache=True, parallel=True)
 def hoisted_finish_ifma(ext, keys, count, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
                         c0, perms, blocked, codes, nt, tmp, out):
-    """Items (pair of rows, pair of keys), keys innermost.  With exactly GROUP digits and
+    """Items (pair of rows, pair of keys), keys innermost.  With at most GROUP digits and
     blocked permutations both keys share one pass over the rows' digits (the digits are
     the largest stream after the keys); tmp (threads, 8, N)."""
     k = out[0].shape[1]
@@ -640,7 +640,7 @@ def hoisted_finish_ifma(ext, keys, count, y, cm, qp_rows, q, qneg, p_inv, p_inv_
         ra = 2 * pr
         rb = min(ra + 1, k - 1)
         scratch = tmp[get_thread_id()]
-        if not (i + 1 < count and ext.shape[0] == _fx.GROUP and blocked[i] and blocked[i + 1]):
+        if not (i + 1 < count and ext.shape[0] <= _fx.GROUP and blocked[i] and blocked[i + 1]):
             _hoisted_item_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w,
                                ws, c0, perms, blocked, codes, nt, scratch, out)
             if i + 1 < count:

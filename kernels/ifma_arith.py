@@ -257,17 +257,42 @@ def conv_row2(y, lo, hi, cma, pas, pnegas, outa, cmb, pbs, pnegbs, outb):
     """``conv_row`` to two targets in one pass over the source rows (each loaded once):
     outa with (cma, pas), outb with (cmb, pbs).  With ``GROUP`` source rows the outputs are
     left partly reduced, below 2p + 5 (see the module docstring): below 4p, which is all the
-    forward NTT that follows needs."""
-    if hi - lo != GROUP:
-        conv_row(y, lo, hi, cma, pas, pnegas, outa)
-        conv_row(y, lo, hi, cmb, pbs, pnegbs, outb)
-        return
+    forward NTT that follows needs; with any other count exactly reduced."""
     n = np.uint64(outa.shape[0])
     zero = vbcast(np.uint64(0))
     pa = vbcast(pas)
     pnega = vbcast(pnegas)
     pb = vbcast(pbs)
     pnegb = vbcast(pnegbs)
+    if hi - lo != GROUP:
+        # any other count: groups of at most GROUP rows, each reduced, summed mod p
+        ulo = np.uint64(lo)
+        for jj in range(np.uint64(0), n, np.uint64(8)):
+            sa = zero
+            sb = zero
+            i = lo
+            while i < hi:
+                ie = min(i + GROUP, hi)
+                alo = zero
+                ahi = zero
+                blo = zero
+                bhi = zero
+                for ii in range(i, ie):
+                    v = vload(y, np.uint64(ii) * n + jj)
+                    ca = vbcast(cma[np.uint64(ii) - ulo])
+                    cb = vbcast(cmb[np.uint64(ii) - ulo])
+                    alo = madd52lo(alo, v, ca)
+                    ahi = madd52hi(ahi, v, ca)
+                    blo = madd52lo(blo, v, cb)
+                    bhi = madd52hi(bhi, v, cb)
+                sa = vadd(sa, vfix2(vredc(alo, ahi, pa, pnega, zero), pa))
+                sa = vmin(sa, vsub(sa, pa))
+                sb = vadd(sb, vfix2(vredc(blo, bhi, pb, pnegb, zero), pb))
+                sb = vmin(sb, vsub(sb, pb))
+                i = ie
+            vstore(outa, jj, sa)
+            vstore(outb, jj, sb)
+        return
     ca0 = vbcast(cma[0])
     ca1 = vbcast(cma[1])
     ca2 = vbcast(cma[2])
@@ -445,6 +470,55 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix, inv, w, ws, ni_
         d += cnt
 
 
+@njit(cache=True, inline="always")
+def _prefetch_digits(key, d_count, big_m, ug, n, j):
+    """The cache lines at lane j of a row's key rows (both components) for any digit count."""
+    for dd in range(d_count):
+        a = ((np.uint64(dd) * np.uint64(2)) * big_m + ug) * n + j
+        vprefetch(key, a)
+        vprefetch(key, a + big_m * n)
+
+
+@njit(cache=True, inline="always")
+def _ipmd_finish(s0, s1, jj, t0, t1, c0v, q, c, cc, negq, mask, zero, code, out0, out1, nt):
+    """ModDown's last step, + c0 and the permutation for one block of the inner product's
+    reduced sums s0, s1 < q (see ``ip_moddown_perm_row``)."""
+    u0 = vmulred(vsub(vadd(s0, q), vload(t0, jj)), c, cc, negq, mask, zero)
+    u0 = vadd(vmin(u0, vsub(u0, q)), c0v)
+    u0 = vmin(u0, vsub(u0, q))
+    u1 = vmulred(vsub(vadd(s1, q), vload(t1, jj)), c, cc, negq, mask, zero)
+    u1 = vmin(u1, vsub(u1, q))
+    dst = (code >> np.uint64(32)) << np.uint64(3)
+    lanes = lanes3(code)
+    if nt:
+        vstore_nt(out0, dst, vpermvar(u0, lanes))
+        vstore_nt(out1, dst, vpermvar(u1, lanes))
+    else:
+        vstore(out0, dst, vpermvar(u0, lanes))
+        vstore(out1, dst, vpermvar(u1, lanes))
+
+
+@njit(cache=True, inline="always")
+def _ipmd_block(v0, v1, v2, v3, key, a0, a1, a2, a3, kstep, jj, t0, t1, c0v, q, qneg, c, cc,
+                negq, mask, zero, code, out0, out1, nt):
+    """One block of ``ip_moddown_perm_row`` (full digit group) from the digits' vectors."""
+    k0 = vload(key, a0 + jj)
+    k1 = vload(key, a1 + jj)
+    k2 = vload(key, a2 + jj)
+    k3 = vload(key, a3 + jj)
+    lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1), madd52lo(madd52lo(zero, v2, k2), v3, k3))
+    hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1), madd52hi(madd52hi(zero, v2, k2), v3, k3))
+    s0 = vfix2(vredc(lo, hi, q, qneg, zero), q)
+    k0 = vload(key, a0 + kstep + jj)
+    k1 = vload(key, a1 + kstep + jj)
+    k2 = vload(key, a2 + kstep + jj)
+    k3 = vload(key, a3 + kstep + jj)
+    lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1), madd52lo(madd52lo(zero, v2, k2), v3, k3))
+    hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1), madd52hi(madd52hi(zero, v2, k2), v3, k3))
+    s1 = vfix2(vredc(lo, hi, q, qneg, zero), q)
+    _ipmd_finish(s0, s1, jj, t0, t1, c0v, q, c, cc, negq, mask, zero, code, out0, out1, nt)
+
+
 @njit(cache=True)
 def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, w, ws, cs, css, c0, codes, out0,
                         out1, nt):
@@ -460,8 +534,19 @@ def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, w, ws, cs, css, c0, c
     the transform's in-register last stages run here, block by block just before use, where
     they fill the time the pass otherwise spends waiting for key rows (8 keys' fused passes
     at N = 2^15, 1 thread: 46-50 -> 40-44 ms)."""
+    ip_moddown_perm_row2(ext, key, key, r, g, qs, qnegs, t0, t1, t0, t1, w, ws, cs, css, c0,
+                         codes, codes, out0, out1, out0, out1, nt, False)
+
+
+@njit(cache=True)
+def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1, w, ws, cs, css,
+                         c0, codes_a, codes_b, oa0, oa1, ob0, ob1, nt, two=True):
+    """``ip_moddown_perm_row`` for two keys (same row, same digits, both keys of the same
+    shape) in one pass: each digit vector and c0 is loaded once for both; the t rows after
+    ``ntt._fwd_head_ifma`` as there.  ``two=False``: key_a only (the b arguments are
+    ignored)."""
     d_count, m, nn = ext.shape
-    big_m = np.uint64(key.shape[2])
+    big_m = np.uint64(key_a.shape[2])
     n = np.uint64(nn)
     um = np.uint64(m)
     ur = np.uint64(r)
@@ -487,144 +572,63 @@ def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, w, ws, cs, css, c0, c
     b = np.uint64(0)
     for jj in range(np.uint64(0), n, np.uint64(8)):
         if not jj & np.uint64(8):
-            _fwd_block16_ifma(t0, jj >> np.uint64(4), w, ws, n, q, two_q, negq, mask, zero)
-            _fwd_block16_ifma(t1, jj >> np.uint64(4), w, ws, n, q, two_q, negq, mask, zero)
+            c16 = jj >> np.uint64(4)
+            _fwd_block16_ifma(ta0, c16, w, ws, n, q, two_q, negq, mask, zero)
+            _fwd_block16_ifma(ta1, c16, w, ws, n, q, two_q, negq, mask, zero)
+            if two:
+                _fwd_block16_ifma(tb0, c16, w, ws, n, q, two_q, negq, mask, zero)
+                _fwd_block16_ifma(tb1, c16, w, ws, n, q, two_q, negq, mask, zero)
+        c0v = vload(c0, jj)
         if full:
-            _prefetch_group(key, a0, a1, a2, a3, kstep, jj + PREFETCH)
+            # the common case, unrolled with the row offsets computed once
+            _prefetch_group(key_a, a0, a1, a2, a3, kstep, jj + PREFETCH)
+            if two:
+                _prefetch_group(key_b, a0, a1, a2, a3, kstep, jj + PREFETCH)
             v0 = vload(ext, e0 + jj)
             v1 = vload(ext, e1 + jj)
             v2 = vload(ext, e2 + jj)
             v3 = vload(ext, e3 + jj)
-            k0 = vload(key, a0 + jj)
-            k1 = vload(key, a1 + jj)
-            k2 = vload(key, a2 + jj)
-            k3 = vload(key, a3 + jj)
-            l0 = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1),
-                      madd52lo(madd52lo(zero, v2, k2), v3, k3))
-            h0 = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1),
-                      madd52hi(madd52hi(zero, v2, k2), v3, k3))
-            k0 = vload(key, a0 + kstep + jj)
-            k1 = vload(key, a1 + kstep + jj)
-            k2 = vload(key, a2 + kstep + jj)
-            k3 = vload(key, a3 + kstep + jj)
-            l1 = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1),
-                      madd52lo(madd52lo(zero, v2, k2), v3, k3))
-            h1 = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1),
-                      madd52hi(madd52hi(zero, v2, k2), v3, k3))
+            _ipmd_block(v0, v1, v2, v3, key_a, a0, a1, a2, a3, kstep, jj, ta0, ta1, c0v, q,
+                        qneg, c, cc, negq, mask, zero, codes_a[b], oa0, oa1, nt)
+            if two:
+                _ipmd_block(v0, v1, v2, v3, key_b, a0, a1, a2, a3, kstep, jj, tb0, tb1, c0v, q,
+                            qneg, c, cc, negq, mask, zero, codes_b[b], ob0, ob1, nt)
         else:
-            l0 = zero
-            h0 = zero
-            l1 = zero
-            h1 = zero
+            _prefetch_digits(key_a, d_count, big_m, ug, n, jj + PREFETCH)
+            if two:
+                _prefetch_digits(key_b, d_count, big_m, ug, n, jj + PREFETCH)
+            la0 = zero
+            ha0 = zero
+            la1 = zero
+            ha1 = zero
+            lb0 = zero
+            hb0 = zero
+            lb1 = zero
+            hb1 = zero
             for dd in range(d_count):
                 ud = np.uint64(dd)
                 v = vload(ext, (ud * um + ur) * n + jj)
-                k0 = vload(key, ((ud * np.uint64(2)) * big_m + ug) * n + jj)
-                k1 = vload(key, ((ud * np.uint64(2) + np.uint64(1)) * big_m + ug) * n + jj)
-                l0 = madd52lo(l0, v, k0)
-                h0 = madd52hi(h0, v, k0)
-                l1 = madd52lo(l1, v, k1)
-                h1 = madd52hi(h1, v, k1)
-        s0 = vfix2(vredc(l0, h0, q, qneg, zero), q)
-        s1 = vfix2(vredc(l1, h1, q, qneg, zero), q)
-        u0 = vmulred(vsub(vadd(s0, q), vload(t0, jj)), c, cc, negq, mask, zero)
-        u0 = vadd(vmin(u0, vsub(u0, q)), vload(c0, jj))
-        u0 = vmin(u0, vsub(u0, q))
-        u1 = vmulred(vsub(vadd(s1, q), vload(t1, jj)), c, cc, negq, mask, zero)
-        u1 = vmin(u1, vsub(u1, q))
-        code = codes[b]
-        dst = (code >> np.uint64(32)) << np.uint64(3)
-        lanes = lanes3(code)
-        if nt:
-            vstore_nt(out0, dst, vpermvar(u0, lanes))
-            vstore_nt(out1, dst, vpermvar(u1, lanes))
-        else:
-            vstore(out0, dst, vpermvar(u0, lanes))
-            vstore(out1, dst, vpermvar(u1, lanes))
-        b += np.uint64(1)
-
-
-@njit(cache=True, inline="always")
-def _ipmd_block(v0, v1, v2, v3, key, a0, a1, a2, a3, kstep, jj, t0, t1, c0v, q, qneg, c, cc,
-                negq, mask, zero, code, out0, out1, nt):
-    """One block of ``ip_moddown_perm_row`` (full digit group) from the digits' vectors."""
-    k0 = vload(key, a0 + jj)
-    k1 = vload(key, a1 + jj)
-    k2 = vload(key, a2 + jj)
-    k3 = vload(key, a3 + jj)
-    lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1), madd52lo(madd52lo(zero, v2, k2), v3, k3))
-    hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1), madd52hi(madd52hi(zero, v2, k2), v3, k3))
-    s0 = vfix2(vredc(lo, hi, q, qneg, zero), q)
-    k0 = vload(key, a0 + kstep + jj)
-    k1 = vload(key, a1 + kstep + jj)
-    k2 = vload(key, a2 + kstep + jj)
-    k3 = vload(key, a3 + kstep + jj)
-    lo = vadd(madd52lo(madd52lo(zero, v0, k0), v1, k1), madd52lo(madd52lo(zero, v2, k2), v3, k3))
-    hi = vadd(madd52hi(madd52hi(zero, v0, k0), v1, k1), madd52hi(madd52hi(zero, v2, k2), v3, k3))
-    s1 = vfix2(vredc(lo, hi, q, qneg, zero), q)
-    u0 = vmulred(vsub(vadd(s0, q), vload(t0, jj)), c, cc, negq, mask, zero)
-    u0 = vadd(vmin(u0, vsub(u0, q)), c0v)
-    u0 = vmin(u0, vsub(u0, q))
-    u1 = vmulred(vsub(vadd(s1, q), vload(t1, jj)), c, cc, negq, mask, zero)
-    u1 = vmin(u1, vsub(u1, q))
-    dst = (code >> np.uint64(32)) << np.uint64(3)
-    lanes = lanes3(code)
-    if nt:
-        vstore_nt(out0, dst, vpermvar(u0, lanes))
-        vstore_nt(out1, dst, vpermvar(u1, lanes))
-    else:
-        vstore(out0, dst, vpermvar(u0, lanes))
-        vstore(out1, dst, vpermvar(u1, lanes))
-
-
-@njit(cache=True)
-def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1, w, ws, cs, css,
-                         c0, codes_a, codes_b, oa0, oa1, ob0, ob1, nt):
-    """``ip_moddown_perm_row`` for two keys (same row, same digits) in one pass: each digit
-    vector and c0 is loaded once for both.  Needs exactly ``GROUP`` digits; both keys of the
-    same shape; the t rows after ``ntt._fwd_head_ifma`` as there."""
-    d_count, m, nn = ext.shape
-    big_m = np.uint64(key_a.shape[2])
-    n = np.uint64(nn)
-    um = np.uint64(m)
-    ur = np.uint64(r)
-    ug = np.uint64(g)
-    zero = vbcast(np.uint64(0))
-    q = vbcast(qs)
-    qneg = vbcast(qnegs)
-    negq = vbcast(np.uint64(1 << 52) - qs)
-    mask = vbcast(MASK52)
-    c = vbcast(cs)
-    cc = vbcast(css)
-    kstep = big_m * n
-    e0 = ur * n
-    e1 = e0 + um * n
-    e2 = e1 + um * n
-    e3 = e2 + um * n
-    a0 = ug * n
-    a1 = a0 + np.uint64(2) * kstep
-    a2 = a1 + np.uint64(2) * kstep
-    a3 = a2 + np.uint64(2) * kstep
-    two_q = vbcast(qs + qs)
-    b = np.uint64(0)
-    for jj in range(np.uint64(0), n, np.uint64(8)):
-        if not jj & np.uint64(8):
-            c16 = jj >> np.uint64(4)
-            _fwd_block16_ifma(ta0, c16, w, ws, n, q, two_q, negq, mask, zero)
-            _fwd_block16_ifma(ta1, c16, w, ws, n, q, two_q, negq, mask, zero)
-            _fwd_block16_ifma(tb0, c16, w, ws, n, q, two_q, negq, mask, zero)
-            _fwd_block16_ifma(tb1, c16, w, ws, n, q, two_q, negq, mask, zero)
-        _prefetch_group(key_a, a0, a1, a2, a3, kstep, jj + PREFETCH)
-        _prefetch_group(key_b, a0, a1, a2, a3, kstep, jj + PREFETCH)
-        v0 = vload(ext, e0 + jj)
-        v1 = vload(ext, e1 + jj)
-        v2 = vload(ext, e2 + jj)
-        v3 = vload(ext, e3 + jj)
-        c0v = vload(c0, jj)
-        _ipmd_block(v0, v1, v2, v3, key_a, a0, a1, a2, a3, kstep, jj, ta0, ta1, c0v, q, qneg,
-                    c, cc, negq, mask, zero, codes_a[b], oa0, oa1, nt)
-        _ipmd_block(v0, v1, v2, v3, key_b, a0, a1, a2, a3, kstep, jj, tb0, tb1, c0v, q, qneg,
-                    c, cc, negq, mask, zero, codes_b[b], ob0, ob1, nt)
+                ka = ((ud * np.uint64(2)) * big_m + ug) * n + jj
+                k0 = vload(key_a, ka)
+                k1 = vload(key_a, ka + kstep)
+                la0 = madd52lo(la0, v, k0)
+                ha0 = madd52hi(ha0, v, k0)
+                la1 = madd52lo(la1, v, k1)
+                ha1 = madd52hi(ha1, v, k1)
+                if two:
+                    k0 = vload(key_b, ka)
+                    k1 = vload(key_b, ka + kstep)
+                    lb0 = madd52lo(lb0, v, k0)
+                    hb0 = madd52hi(hb0, v, k0)
+                    lb1 = madd52lo(lb1, v, k1)
+                    hb1 = madd52hi(hb1, v, k1)
+            _ipmd_finish(vfix2(vredc(la0, ha0, q, qneg, zero), q),
+                         vfix2(vredc(la1, ha1, q, qneg, zero), q), jj, ta0, ta1, c0v, q, c, cc,
+                         negq, mask, zero, codes_a[b], oa0, oa1, nt)
+            if two:
+                _ipmd_finish(vfix2(vredc(lb0, hb0, q, qneg, zero), q),
+                             vfix2(vredc(lb1, hb1, q, qneg, zero), q), jj, tb0, tb1, c0v, q, c,
+                             cc, negq, mask, zero, codes_b[b], ob0, ob1, nt)
         b += np.uint64(1)
 
 
