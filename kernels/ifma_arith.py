@@ -324,14 +324,14 @@ def ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1):
 
     ext (D, m, n) and key (D_all, 2, M, n) C-contiguous, entries < q < 2^50."""
     # (o0 stands in for the unused twiddle arrays)
-    _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, True, False, o0, o0, qs, qs, qs, qs)
+    _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, True, False, o0, o0)
 
 
 @njit(cache=True)
 def ip_row_mont(ext, key, r, g, qs, qnegs, o0, o1):
     """``ip_row`` times 2^-52 mod q (no final correction: callers fold 2^52 into later
     constants)."""
-    _ip_row(ext, key, r, g, qs, qnegs, qs, qs, o0, o1, False, False, o0, o0, qs, qs, qs, qs)
+    _ip_row(ext, key, r, g, qs, qnegs, qs, qs, o0, o1, False, False, o0, o0)
 
 
 @njit(cache=True)
@@ -342,14 +342,13 @@ def ip_row_mont_inv(ext, key, r, g, qs, qnegs, o0, o1, w, ws, ni, nis, w1n, w1ns
     memory and leaves the core idle between loads; the transform's register stages fill
     that time instead of costing a pass of their own (8 keys' P rows at N = 2^15: 8.9-9.5 ->
     7.9-8.3 ms)."""
-    _ip_row(ext, key, r, g, qs, qnegs, qs, qs, o0, o1, False, True, w, ws, ni, nis, w1n, w1ns)
+    _ip_row(ext, key, r, g, qs, qnegs, qs, qs, o0, o1, False, True, w, ws)
     _inv_tail_ifma(o0, w, ws, qs, ni, nis, w1n, w1ns)
     _inv_tail_ifma(o1, w, ws, qs, ni, nis, w1n, w1ns)
 
 
 @njit(cache=True)
-def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix, inv, w, ws, ni_s, nis_s,
-            w1n_s, w1ns_s):
+def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix, inv, w, ws):
     """Digits in groups of ``GROUP``: a full group runs unrolled with its row offsets
     computed once (the loop body is then loads and multiply-adds only); every group after the
     first adds its reduced sum to the outputs.  ``fix`` (S * 2^-52 -> S) is linear, so it is
@@ -370,10 +369,6 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix, inv, w, ws, ni_
     rrs = vbcast(r52ss)
     kstep = big_m * n             # key[d, 0, g] -> key[d, 1, g]
     two_q = vbcast(qs + qs)
-    ni = vbcast(ni_s)
-    nis = vbcast(nis_s)
-    w1n = vbcast(w1n_s)
-    w1ns = vbcast(w1ns_s)
     d = 0
     while d < d_count:
         cnt = min(GROUP, d_count - d)
@@ -428,10 +423,8 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix, inv, w, ws, ni_
                 vstore(o1, jj, s1)
                 if blocks and jj & np.uint64(8):
                     c16 = jj >> np.uint64(4)
-                    _inv_block16_ifma(o0, c16, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq,
-                                      mask, zero)
-                    _inv_block16_ifma(o1, c16, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq,
-                                      mask, zero)
+                    _inv_block16_ifma(o0, c16, w, ws, n, two_q, negq, mask, zero)
+                    _inv_block16_ifma(o1, c16, w, ws, n, two_q, negq, mask, zero)
         else:
             for jj in range(np.uint64(0), n, np.uint64(8)):
                 l0 = zero
@@ -463,10 +456,8 @@ def _ip_row(ext, key, r, g, qs, qnegs, r52s, r52ss, o0, o1, fix, inv, w, ws, ni_
                 vstore(o1, jj, s1)
                 if blocks and jj & np.uint64(8):
                     c16 = jj >> np.uint64(4)
-                    _inv_block16_ifma(o0, c16, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq,
-                                      mask, zero)
-                    _inv_block16_ifma(o1, c16, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq,
-                                      mask, zero)
+                    _inv_block16_ifma(o0, c16, w, ws, n, two_q, negq, mask, zero)
+                    _inv_block16_ifma(o1, c16, w, ws, n, two_q, negq, mask, zero)
         d += cnt
 
 

@@ -592,9 +592,10 @@ def _fwd_limb_ifma(x, w, ws, qs):
 
 
 @njit(cache=True, inline="always")
-def _inv_block16_ifma(x, c, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero):
-    # Input < 2q, output < 2q (fully reduced with N^-1 folded in when n == 16: t = 8 is then
-    # the last stage).  Twiddles mirror _fwd_block16_ifma's.
+def _inv_block16_ifma(x, c, w, ws, n, two_q, negq, mask, zero):
+    # Input < 2q, output < 2q.  Twiddles mirror _fwd_block16_ifma's.  No branch in here: one
+    # (for n == 16, where t = 8 is the last stage) made the inlined block 5x slower, so n == 16
+    # gets N^-1 from _inv_tail_ifma instead.
     m16 = n >> np.uint64(4)
     b = c << np.uint64(4)
     e = c << np.uint64(3)
@@ -614,10 +615,7 @@ def _inv_block16_ifma(x, c, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq, mask, 
     u, v = _vgs(u, v, spread4(vload(w, e4)), spread4(vload(ws, e4)), two_q, negq, mask, zero)
     a0 = shuf_lo4(u, v)
     a1 = shuf_hi4(u, v)
-    if m16 == np.uint64(1):
-        a0, a1 = _vgs_last(a0, a1, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
-    else:
-        a0, a1 = _vgs(a0, a1, vbcast(w[m16 + c]), vbcast(ws[m16 + c]), two_q, negq, mask, zero)
+    a0, a1 = _vgs(a0, a1, vbcast(w[m16 + c]), vbcast(ws[m16 + c]), two_q, negq, mask, zero)
     vstore(x, b, a0)
     vstore(x, b + np.uint64(8), a1)
 
@@ -625,7 +623,8 @@ def _inv_block16_ifma(x, c, w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq, mask, 
 @njit(cache=True)
 def _inv_tail_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
     """The inverse stages with t >= 16 (through memory): radix-2 once if their count is odd,
-    then radix-4; N^-1 folded into the last.  Output fully reduced to [0, q)."""
+    then radix-4; N^-1 folded into the last (n == 16: no such stage, N^-1 alone).  Output
+    fully reduced to [0, q)."""
     n = np.uint64(x.shape[0])
     zero = vbcast(np.uint64(0))
     q = vbcast(qs)
@@ -636,6 +635,13 @@ def _inv_tail_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
     nis = vbcast(nis_s)
     w1n = vbcast(w1n_s)
     w1ns = vbcast(w1ns_s)
+    if n == np.uint64(16):
+        # the blocks ran every stage with plain butterflies: N^-1 (with w_1 of the last
+        # stage already applied) is a scaling, and the output fully reduced
+        for j in range(np.uint64(0), n, np.uint64(8)):
+            y = _vmulred(vload(x, j), ni, nis, negq, mask, zero)
+            vstore(x, j, vmin(y, vsub(y, q)))
+        return
     log_n = np.uint64(0)
     while (np.uint64(1) << log_n) < n:
         log_n += np.uint64(1)
@@ -715,12 +721,8 @@ def _inv_limb_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s):
     two_q = vbcast(qs + qs)
     negq = vbcast(_TWO52 - qs)
     mask = vbcast(_MASK52)
-    ni = vbcast(ni_s)
-    nis = vbcast(nis_s)
-    w1n = vbcast(w1n_s)
-    w1ns = vbcast(w1ns_s)
     for c in range(n >> np.uint64(4)):
-        _inv_block16_ifma(x, np.uint64(c), w, ws, n, ni, nis, w1n, w1ns, q, two_q, negq, mask, zero)
+        _inv_block16_ifma(x, np.uint64(c), w, ws, n, two_q, negq, mask, zero)
     _inv_tail_ifma(x, w, ws, qs, ni_s, nis_s, w1n_s, w1ns_s)
 
 
