@@ -50,6 +50,7 @@ OPS = {
     "rotate8_plain": "8 rotations (steps 1..8)",
     "rotate8_hoisted": "8 hoisted rotations",
     "ntt_limb": "forward NTT, per limb",
+    "intt_limb": "inverse NTT, per limb",
 }
 
 
@@ -120,6 +121,7 @@ class Ours:
             "rotate8_plain": lambda: [ev.rotate(ct, s) for s in ROT_STEPS],
             "rotate8_hoisted": lambda: ev.rotate_hoisted(ct, ROT_STEPS),
             "ntt_limb": lambda: self.ctx.ntt(self.ntt_buf, rows),
+            "intt_limb": lambda: self.ctx.intt(self.ntt_buf, rows),
         }
 
     def keyswitch(self):
@@ -199,6 +201,7 @@ class Seal:
             "rotate8_hoisted": None,  # SEAL has no hoisted rotations
             # a 2-component ciphertext: 2 x limbs forward NTTs
             "ntt_limb": lambda: e.transform_to_ntt(self.ct_coeff),
+            "intt_limb": lambda: e.transform_from_ntt(self.ct),
         }
 
 
@@ -332,9 +335,10 @@ def main(argv=None):
     fns[("ours", "keyswitch")] = ours.keyswitch()
     med = time_pairs(fns, args.repeat)
     # per-limb NTT: ours transforms `limbs` rows, SEAL's ciphertext has 2 x limbs
-    med[("ours", "ntt_limb")] /= ours.limbs
-    if ("seal", "ntt_limb") in med:
-        med[("seal", "ntt_limb")] /= 2 * seal_side.limbs
+    for op in ("ntt_limb", "intt_limb"):
+        med[("ours", op)] /= ours.limbs
+        if ("seal", op) in med:
+            med[("seal", op)] /= 2 * seal_side.limbs
     extra = {}
     if args.threads > 1:
         # 1 vs `threads` threads, interleaved call by call (load drifts on a shared machine)
@@ -362,7 +366,7 @@ def main(argv=None):
         o = med.get(("ours", op))
         s = med.get(("seal", op))
         f = openfhe["ms"].get(op) if openfhe else None
-        if op == "ntt_limb":
+        if op in ("ntt_limb", "intt_limb"):
             f = None
         row = {"ours_ms": o, "seal_ms": s, "ratio": (o / s if o and s else None)}
         if openfhe is not None:
@@ -399,8 +403,8 @@ def main(argv=None):
         if openfhe is not None:
             line += f"{fmt(r.get('openfhe_ms'), '12.3f')}{fmt(r.get('ratio_openfhe'), '10.2f')}"
         print(line)
-    print("(ntt_limb: ours = forward NTT of one (limbs, N) array / limbs; SEAL = transform_to_ntt of a "
-          "coefficient-form ciphertext / (2 x limbs))")
+    print("(per-limb NTTs: ours = one (limbs, N) array / limbs; SEAL = transform_to_ntt of a "
+          "coefficient-form / transform_from_ntt of an NTT-form ciphertext / (2 x limbs))")
 
     # ---- targets
     print()
