@@ -538,7 +538,7 @@ def _hoisted_item_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_i
     alpha = y.shape[1] // 2
     key = keys[i]
     yi = y[i]
-    if ext.shape[0] <= _fx.GROUP and blocked[i]:
+    if blocked[i]:
         # both rows' ModDown conversions in one pass over the key's P rows, then per row one
         # pass: inner product, last step, c0, permutation (no inner-product scratch rows)
         ga = qp_rows[ra]
@@ -628,9 +628,9 @@ def _hoisted_pair_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_i
 @njit(cache=True, parallel=True)
 def hoisted_finish_ifma(ext, keys, count, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w, ws,
                         c0, perms, blocked, codes, nt, tmp, out):
-    """Items (pair of rows, pair of keys), keys innermost.  With at most GROUP digits and
-    blocked permutations both keys share one pass over the rows' digits (the digits are
-    the largest stream after the keys); tmp (threads, 8, N)."""
+    """Items (pair of rows, pair of keys), keys innermost.  With blocked permutations both
+    keys share one pass over the rows' digits (the digits are the largest stream after the
+    keys); tmp (threads, 8, N)."""
     k = out[0].shape[1]
     pairs = (k + 1) // 2
     kpairs = (count + 1) // 2
@@ -640,7 +640,7 @@ def hoisted_finish_ifma(ext, keys, count, y, cm, qp_rows, q, qneg, p_inv, p_inv_
         ra = 2 * pr
         rb = min(ra + 1, k - 1)
         scratch = tmp[get_thread_id()]
-        if not (i + 1 < count and ext.shape[0] <= _fx.GROUP and blocked[i] and blocked[i + 1]):
+        if not (i + 1 < count and blocked[i] and blocked[i + 1]):
             _hoisted_item_ifma(ext, keys, i, ra, rb, y, cm, qp_rows, q, qneg, p_inv, p_inv_c, w,
                                ws, c0, perms, blocked, codes, nt, scratch, out)
             if i + 1 < count:

@@ -471,6 +471,38 @@ def _prefetch_digits(key, d_count, big_m, ug, n, j):
 
 
 @njit(cache=True, inline="always")
+def _ip2_group(ext, key_a, key_b, two, d, de, um, ur, ug, big_m, n, kstep, jj, zero):
+    """Lazy Montgomery sums (low, high halves) of digits d..de-1 of one block against both
+    components of key_a and, with ``two``, key_b (else zeros)."""
+    la0 = zero
+    ha0 = zero
+    la1 = zero
+    ha1 = zero
+    lb0 = zero
+    hb0 = zero
+    lb1 = zero
+    hb1 = zero
+    for dd in range(d, de):
+        ud = np.uint64(dd)
+        v = vload(ext, (ud * um + ur) * n + jj)
+        ka = ((ud * np.uint64(2)) * big_m + ug) * n + jj
+        k0 = vload(key_a, ka)
+        k1 = vload(key_a, ka + kstep)
+        la0 = madd52lo(la0, v, k0)
+        ha0 = madd52hi(ha0, v, k0)
+        la1 = madd52lo(la1, v, k1)
+        ha1 = madd52hi(ha1, v, k1)
+        if two:
+            k0 = vload(key_b, ka)
+            k1 = vload(key_b, ka + kstep)
+            lb0 = madd52lo(lb0, v, k0)
+            hb0 = madd52hi(hb0, v, k0)
+            lb1 = madd52lo(lb1, v, k1)
+            hb1 = madd52hi(hb1, v, k1)
+    return la0, ha0, la1, ha1, lb0, hb0, lb1, hb1
+
+
+@njit(cache=True, inline="always")
 def _ipmd_finish(s0, s1, jj, t0, t1, c0v, q, c, cc, negq, mask, zero, code, out0, out1, nt):
     """ModDown's last step, + c0 and the permutation for one block of the inner product's
     reduced sums s0, s1 < q (see ``ip_moddown_perm_row``)."""
@@ -514,7 +546,7 @@ def _ipmd_block(v0, v1, v2, v3, key, a0, a1, a2, a3, kstep, jj, t0, t1, c0v, q, 
 def ip_moddown_perm_row(ext, key, r, g, qs, qnegs, t0, t1, w, ws, cs, css, c0, codes, out0,
                         out1, nt):
     """The inner product of row r fused with ModDown's last step, the rotation's c0 and its
-    permutation, in one pass over the row (ext's digits: at most ``GROUP``):
+    permutation, in one pass over the row (any number of digits):
     out0 = sigma(((ip_0 - t0) * c + c0) mod q), out1 = sigma((ip_1 - t1) * c mod q), with ip_c
     the Montgomery inner product (``ip_row_mont``), t_c the forward NTT of ModDown's converted
     P part and sigma given by ``scatter_codes`` (source blocks in order, each stored at its
@@ -588,38 +620,33 @@ def ip_moddown_perm_row2(ext, key_a, key_b, r, g, qs, qnegs, ta0, ta1, tb0, tb1,
             _prefetch_digits(key_a, d_count, big_m, ug, n, jj + PREFETCH)
             if two:
                 _prefetch_digits(key_b, d_count, big_m, ug, n, jj + PREFETCH)
-            la0 = zero
-            ha0 = zero
-            la1 = zero
-            ha1 = zero
-            lb0 = zero
-            hb0 = zero
-            lb1 = zero
-            hb1 = zero
-            for dd in range(d_count):
-                ud = np.uint64(dd)
-                v = vload(ext, (ud * um + ur) * n + jj)
-                ka = ((ud * np.uint64(2)) * big_m + ug) * n + jj
-                k0 = vload(key_a, ka)
-                k1 = vload(key_a, ka + kstep)
-                la0 = madd52lo(la0, v, k0)
-                ha0 = madd52hi(ha0, v, k0)
-                la1 = madd52lo(la1, v, k1)
-                ha1 = madd52hi(ha1, v, k1)
-                if two:
-                    k0 = vload(key_b, ka)
-                    k1 = vload(key_b, ka + kstep)
-                    lb0 = madd52lo(lb0, v, k0)
-                    hb0 = madd52hi(hb0, v, k0)
-                    lb1 = madd52lo(lb1, v, k1)
-                    hb1 = madd52hi(hb1, v, k1)
-            _ipmd_finish(vfix2(vredc(la0, ha0, q, qneg, zero), q),
-                         vfix2(vredc(la1, ha1, q, qneg, zero), q), jj, ta0, ta1, c0v, q, c, cc,
-                         negq, mask, zero, codes_a[b], oa0, oa1, nt)
+            # digit groups of at most GROUP (the lazy sums' bound), each reduced, summed mod q
+            la0, ha0, la1, ha1, lb0, hb0, lb1, hb1 = _ip2_group(
+                ext, key_a, key_b, two, 0, min(GROUP, d_count), um, ur, ug, big_m, n, kstep, jj,
+                zero)
+            sa0 = vfix2(vredc(la0, ha0, q, qneg, zero), q)
+            sa1 = vfix2(vredc(la1, ha1, q, qneg, zero), q)
+            sb0 = vfix2(vredc(lb0, hb0, q, qneg, zero), q)
+            sb1 = vfix2(vredc(lb1, hb1, q, qneg, zero), q)
+            d = GROUP
+            while d < d_count:
+                de = min(d + GROUP, d_count)
+                la0, ha0, la1, ha1, lb0, hb0, lb1, hb1 = _ip2_group(
+                    ext, key_a, key_b, two, d, de, um, ur, ug, big_m, n, kstep, jj, zero)
+                sa0 = vadd(sa0, vfix2(vredc(la0, ha0, q, qneg, zero), q))
+                sa0 = vmin(sa0, vsub(sa0, q))
+                sa1 = vadd(sa1, vfix2(vredc(la1, ha1, q, qneg, zero), q))
+                sa1 = vmin(sa1, vsub(sa1, q))
+                sb0 = vadd(sb0, vfix2(vredc(lb0, hb0, q, qneg, zero), q))
+                sb0 = vmin(sb0, vsub(sb0, q))
+                sb1 = vadd(sb1, vfix2(vredc(lb1, hb1, q, qneg, zero), q))
+                sb1 = vmin(sb1, vsub(sb1, q))
+                d = de
+            _ipmd_finish(sa0, sa1, jj, ta0, ta1, c0v, q, c, cc, negq, mask, zero, codes_a[b],
+                         oa0, oa1, nt)
             if two:
-                _ipmd_finish(vfix2(vredc(lb0, hb0, q, qneg, zero), q),
-                             vfix2(vredc(lb1, hb1, q, qneg, zero), q), jj, tb0, tb1, c0v, q, c,
-                             cc, negq, mask, zero, codes_b[b], ob0, ob1, nt)
+                _ipmd_finish(sb0, sb1, jj, tb0, tb1, c0v, q, c, cc, negq, mask, zero,
+                             codes_b[b], ob0, ob1, nt)
         b += np.uint64(1)
 
 

@@ -334,8 +334,19 @@ def wide():
     return ctx, ckks.KeyGenerator(ctx).relin_key().data
 
 
+@pytest.fixture(scope="module")
+def deep():
+    """One special prime and 9 one-prime digits (the shape of N = 2^14 with 8 levels): more
+    digits than one lazy Montgomery group, so the fused kernels sum several."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ckks.SecurityWarning)
+        params = ckks.Parameters(allow_insecure=True, log_n=6, depth=8, dnum=9)
+    ctx = ckks.Context(params)
+    return ctx, ckks.KeyGenerator(ctx).relin_key().data
+
+
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("shape", ["tiny", "wide"])
+@pytest.mark.parametrize("shape", ["tiny", "wide", "deep"])
 @given(seed=seeds, level=st.integers(0, 15), count=st.integers(1, 11), nt=st.booleans())
 def test_rotate_ext_many_equals_rotate_ext(request, shape, path, seed, level, count, nt):
     """The batched hoisted kernels equal the one-key form exactly, for any number of keys

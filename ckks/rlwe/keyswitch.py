@@ -377,7 +377,7 @@ class KeySwitcher:
             ks = tuple(keys[g0:g1]) + (keys[g0],) * (basis.HOIST_GROUP - cnt)
             # the fused kernels walk blocked permutations through their scatter codes; the
             # index arrays are only read for the others
-            plain = any(not e[1] for e in info[g0:g1]) or ext.shape[0] > fx.GROUP or not self.ifma
+            plain = any(not e[1] for e in info[g0:g1]) or not self.ifma
             ps = (np.stack([e[0] for e in info[g0:g1]]) if plain
                   else np.zeros((cnt, 8), dtype=np.int64))
             o = tuple(out[g0:g1]) + (out[g0],) * (basis.HOIST_GROUP - cnt)
