@@ -12,6 +12,11 @@ CIFAR-10 test set ($HEMET_DATA or ``--data``).  Per network: the mean and sample
 deviation of the test accuracy; for two networks, the difference of means (the second
 network named on the command line minus the first) with its standard error (Welch), the figure to hold against the paper's +0.4 points.  The test set only scores
 finished runs: nothing here selects on it.
+
+Every run must share one training recipe (its ``config.json`` less the model, seed and
+where files go): a table that mixed recipes would compare them, not the networks.  The
+output records that recipe and the command; ``--plot PNG`` draws every run's accuracy with
+the means (matplotlib, optional).
 """
 from __future__ import annotations
 
@@ -24,6 +29,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+# config.json fields that say which run this is or where it writes, not how it trains
+NOT_RECIPE = ("model", "seed", "out", "export", "data", "progress", "threads", "max_minutes")
+
+
+def recipe_of(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in NOT_RECIPE}
+
+
+def common_recipe(runs: list[dict]) -> dict:
+    """The recipe every run shares; SystemExit naming the first field where two differ."""
+    first = runs[0]
+    for r in runs[1:]:
+        for k in sorted(set(first["recipe"]) | set(r["recipe"])):
+            if first["recipe"].get(k) != r["recipe"].get(k):
+                raise SystemExit(f"runs train differently: {k} = {first['recipe'].get(k)!r} in "
+                                 f"{first['run']} but {r['recipe'].get(k)!r} in {r['run']}")
+    return dict(first["recipe"])
 
 
 def read_run(arg: str) -> dict:
@@ -47,7 +71,8 @@ def read_run(arg: str) -> dict:
             "epochs": max(r["epoch"] for r in epochs), "planned_epochs": cfg["epochs"],
             "best_val": max(r["val_acc"] for r in epochs),
             "rollbacks": max([r.get("rollback", 0) for r in log] + [0]),
-            "final_train_acc": epochs[-1]["train_acc"], "model_file": str(model_file)}
+            "final_train_acc": epochs[-1]["train_acc"], "model_file": str(model_file),
+            "recipe": recipe_of(cfg)}
 
 
 def test_accuracy(model_file: str, split) -> float:
@@ -59,7 +84,9 @@ def summarize(runs: list[dict]) -> dict:
     nets: dict[str, list[dict]] = {}
     for r in runs:
         nets.setdefault(r["model"], []).append(r)
-    out = {"runs": runs, "networks": {}}
+    recipe = common_recipe(runs)
+    runs = [{k: v for k, v in r.items() if k != "recipe"} for r in runs]
+    out = {"recipe": recipe, "runs": runs, "networks": {}}
     for name, rs in nets.items():
         acc = [r["test"] for r in rs]
         out["networks"][name] = {
@@ -79,12 +106,52 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def plot(out: dict, path: Path) -> str | None:
+    """Every run's test accuracy per network, its mean and the mean's standard error."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install matplotlib): no plot", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for x, (name, s) in enumerate(out["networks"].items()):
+        rs = [r for r in out["runs"] if r["model"] == name]
+        ax.scatter([x] * len(rs), [100 * r["test"] for r in rs], color="C0", zorder=3,
+                   label="one seed" if x == 0 else None)
+        for r in rs:
+            ax.annotate(str(r["seed"]), (x, 100 * r["test"]), xytext=(6, -3),
+                        textcoords="offset points", fontsize=8)
+        se = 100 * s["std"] / math.sqrt(s["n"]) if s["std"] is not None else 0.0
+        ax.errorbar([x + 0.25], [100 * s["mean"]], yerr=[se], fmt="s", color="C3", capsize=4,
+                    label="mean +- standard error" if x == 0 else None)
+    names = list(out["networks"])
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.5, len(names) - 0.3)
+    ax.set_ylabel("test accuracy, full CIFAR-10 test set (%)")
+    g = out.get("gain")
+    title = "test accuracy per training seed"
+    if g and g["stderr"] is not None:
+        title += f"\ngain {g['points']:+.2f} points (standard error {g['stderr']:.2f})"
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="hemet train --out directories (DIR or DIR=MODEL.json)")
     ap.add_argument("--data", default=None, help="CIFAR-10 directory (default: $HEMET_DATA)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    a = ap.parse_args(argv)
+    ap.add_argument("--plot", default=None, metavar="PNG", help="draw the runs' accuracies")
+    raw = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(raw)
     from hemet import data as D
     split = D.load_dataset("cifar10", a.data, "test")
     runs = []
@@ -101,6 +168,9 @@ def main(argv=None) -> int:
     if not runs:
         raise SystemExit("no finished runs")
     out = summarize(runs)
+    out["command"] = " ".join(["python bench/seeds.py"] + raw)
+    if a.plot:
+        out["plot"] = plot(out, Path(a.plot))
     if a.json:
         print(json.dumps(out, indent=1))
         return 0

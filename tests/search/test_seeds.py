@@ -21,7 +21,7 @@ def _make_cifar10(root):
     return mod.make_cifar10(root, n_per_batch=24)
 
 
-def _run(tmp, name, model, seed, val_accs, rollback_at=None, planned=None):
+def _run(tmp, name, model, seed, val_accs, rollback_at=None, planned=None, lr=0.03):
     from hemet import modelfile, zoo
     run = tmp / name
     run.mkdir()
@@ -34,8 +34,8 @@ def _run(tmp, name, model, seed, val_accs, rollback_at=None, planned=None):
         log.append({"epoch": e, "train_loss": 1.0, "train_acc": 0.5 + e / 100, "val_acc": v})
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     (run / "config.json").write_text(json.dumps({
-        "model": model, "seed": seed, "epochs": planned or len(val_accs),
-        "export": str(run / "export" / f"{model}-cifar10")}))
+        "model": model, "seed": seed, "epochs": planned or len(val_accs), "lr": lr,
+        "threads": seed + 1, "out": str(run), "export": str(run / "export" / f"{model}-cifar10")}))
     return run, path
 
 
@@ -43,11 +43,11 @@ def test_seed_table(tmp_path, capsys):
     import seeds
     from hemet import data as D, modelfile, reference
     data = _make_cifar10(tmp_path / "data")
-    a0, fa0 = _run(tmp_path, "a0", "squeezenet", 0, [0.3, 0.5, 0.4])
+    a0, fa0 = _run(tmp_path, "a0", "squeezenet", 0, [0.3, 0.5])
     a1, fa1 = _run(tmp_path, "a1", "squeezenet", 1, [0.2, 0.6], rollback_at=2)
     b0, fb0 = _run(tmp_path, "b0", "hemet-fire1-4", 0, [0.4, 0.45])
     b1, fb1 = _run(tmp_path, "b1", "hemet-fire1-4", 1, [0.1, 0.7])
-    late, _ = _run(tmp_path, "late", "hemet-fire1-4", 2, [0.2], planned=60)  # still training
+    late, _ = _run(tmp_path, "late", "hemet-fire1-4", 2, [0.2], planned=2)  # still training
     # a run's model given explicitly (DIR=MODEL.json), as for the shipped seed-0 runs
     args = [str(a0), f"{a1}={fa1}", str(b0), str(b1), str(late), "--data", str(data), "--json"]
     assert seeds.main(args) == 0
@@ -58,6 +58,9 @@ def test_seed_table(tmp_path, capsys):
     runs = {(r["model"], r["seed"]): r for r in out["runs"]}
     assert sorted(runs) == [("hemet-fire1-4", 0), ("hemet-fire1-4", 1), ("squeezenet", 0),
                             ("squeezenet", 1)]  # the unfinished run is left out
+    # threads, out and export may differ between runs; epochs and lr are the recipe
+    assert out["recipe"] == {"epochs": 2, "lr": 0.03}
+    assert out["command"] == "python bench/seeds.py " + " ".join(args)
     assert runs[("squeezenet", 0)]["best_val"] == 0.5
     assert runs[("squeezenet", 1)]["rollbacks"] == 1 and runs[("squeezenet", 0)]["rollbacks"] == 0
     assert runs[("squeezenet", 1)]["epochs"] == 2
@@ -80,3 +83,25 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
     path.unlink()
     with pytest.raises(SystemExit, match="no model file"):
         seeds.read_run(str(run))
+
+
+def test_runs_of_different_recipes_are_refused(tmp_path):
+    import seeds
+    data = _make_cifar10(tmp_path / "data")
+    a, _ = _run(tmp_path, "a", "squeezenet", 0, [0.3, 0.5])
+    b, _ = _run(tmp_path, "b", "hemet-fire1-4", 0, [0.3, 0.5], lr=0.1)
+    with pytest.raises(SystemExit, match=r"lr = 0.03 in .* but 0.1 in"):
+        seeds.main([str(a), str(b), "--data", str(data), "--json"])
+
+
+def test_plot_is_written(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import seeds
+    data = _make_cifar10(tmp_path / "data")
+    runs = [str(_run(tmp_path, f"{m}{s}", m, s, [0.3, 0.5])[0])
+            for m in ("squeezenet", "hemet-fire1-4") for s in (0, 1)]
+    png = tmp_path / "plots" / "seeds.png"
+    assert seeds.main(runs + ["--data", str(data), "--plot", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["plot"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
