@@ -14,13 +14,13 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from ckks import Plaintext
-from kernels.modarith import reduce_signed, reduce_signed_rows
+from kernels.modarith import reduce_signed
 
 from numba.typed import List
 
 from ckks import Ciphertext
 
-from ._fused import mul_add_many
+from ._fused import coeff_mul_add_many, mul_add_many
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
@@ -99,6 +99,16 @@ class _Coeffs:
 
     def __init__(self, data):
         self.data = data
+
+
+class _CompactPlaintext:
+    """A compact cache entry fetched for a batch of products at ``level``/``scale``:
+    ``multiply_plain_add_many`` converts it limb by limb inside the products."""
+
+    __slots__ = ("coeffs", "level", "scale")
+
+    def __init__(self, coeffs, level, scale):
+        self.coeffs, self.level, self.scale = coeffs, level, scale
 
 
 def _at_scale(pt, scale):
@@ -204,10 +214,12 @@ class HEBackend:
         return _at_scale(entry, scale)
 
     def encode_cached_many(self, items, level, scale) -> list:
-        """``encode_cached`` for several ``(key, make)`` at one level and scale, in batches:
-        misses are encoded together (``Encoder.encode_many``: one FFT, reduction and NTT call
-        over all of them, both threads busy), and so are compact entries (one RNS reduction
-        and one NTT call over all their limbs)."""
+        """``encode_cached`` for several ``(key, make)`` at one level and scale, for
+        ``multiply_plain_add_many``: misses are encoded together (``Encoder.encode_many``: one
+        FFT, reduction and NTT call over all of them, both threads busy); compact entries come
+        back as they are, and the products convert them limb by limb in cache
+        (``_fused.coeff_mul_add_many``) instead of writing NTT-form plaintexts out to memory
+        and reading them back."""
         if self.pinning:  # prepare: each entry decides its own form (NTT or compact)
             entries = [self.cache.get(key, (lambda m=make: self._encode_entry(m, level, scale)),
                                       pin=True) for key, make in items]
@@ -222,26 +234,14 @@ class HEBackend:
                 for i, pt in zip(miss, pts):
                     self.cache.store(items[i][0], pt)
                     entries[i] = pt
-        compact = [i for i, e in enumerate(entries) if isinstance(e, _Coeffs)]
-        if len(compact) > 1:
-            t0 = time.perf_counter()
-            ctx = self.ctx
-            k = level + 1
-            coeffs = np.stack([entries[i].data for i in compact])
-            data = np.empty((len(compact) * k, ctx.n), dtype=np.uint64)
-            reduce_signed_rows(coeffs, ctx.q_all[:k], data)
-            ctx.ntt(data, np.tile(ctx.q_rows(level), len(compact)))
-            for r, i in enumerate(compact):
-                entries[i] = Plaintext(data[r * k:(r + 1) * k], level, float(scale), ctx.fingerprint)
-            self.encode_seconds += time.perf_counter() - t0
-            self.counts["encode_compact"] += len(compact)
-        elif compact:
-            i = compact[0]
-            t0 = time.perf_counter()
-            entries[i] = self._from_coeffs(entries[i].data, level, scale)
-            self.encode_seconds += time.perf_counter() - t0
-            self.counts["encode_compact"] += 1
-        return [_at_scale(e, scale) for e in entries]
+        out = []
+        for e in entries:
+            if isinstance(e, _Coeffs):  # converted inside the products that use it
+                self.counts["encode_compact"] += 1
+                out.append(_CompactPlaintext(e.data, level, float(scale)))
+            else:
+                out.append(_at_scale(e, scale))
+        return out
 
     def _encode_entry(self, make, level, scale):
         enc = self.ctx.encoder
@@ -284,9 +284,14 @@ class HEBackend:
         size = self.ctx.n * 8 * (1 if self._compact_at(level) and not self._ntt_fits(level) else level + 1)
         return mb is None or self.cache.bytes + size <= mb
 
+    def _ntt_form(self, pt):
+        if isinstance(pt, _CompactPlaintext):
+            return self._from_coeffs(pt.coeffs, pt.level, pt.scale)
+        return pt
+
     def multiply_plain(self, ct, pt):
         self.counts["multiply_plain"] += 1
-        return self.ev.multiply(ct, pt)
+        return self.ev.multiply(ct, self._ntt_form(pt))
 
     def multiply_plain_add(self, acc, ct, pt):
         """``acc + ct * pt``, in place into ``acc`` (a ciphertext this caller owns, e.g. from
@@ -294,7 +299,7 @@ class HEBackend:
         if acc is None:
             return self.multiply_plain(ct, pt)
         if not (acc.level == ct.level == pt.level) or acc.size != 2 or ct.size != 2:
-            return self.add(acc, self.multiply_plain(ct, pt))
+            return self.add(acc, self.multiply_plain(ct, self._ntt_form(pt)))
         self.multiply_plain_add_many({0: acc}, [(0, ct, pt)])
         return acc
 
@@ -311,16 +316,26 @@ class HEBackend:
                 acc[key] = self.multiply_plain_add(acc.get(key), ct, pt)
             return
         cts, pts, accs = List(), List(), List()
+        c_cts, coeffs, c_accs = List(), List(), List()
         for key, ct, pt in terms:
             a = acc.get(key)
             if a is None:
                 a = acc[key] = Ciphertext(np.zeros_like(ct.data), level,
                                           self.ev._checked_scale(ct.scale * pt.scale, level),
                                           ct.context_id)
-            cts.append(ct.data)
-            pts.append(pt.data)
-            accs.append(a.data)
-        mul_add_many(cts, pts, accs, self.ctx.q_all[: level + 1])
+            if isinstance(pt, _CompactPlaintext):
+                c_cts.append(ct.data)
+                coeffs.append(pt.coeffs)
+                c_accs.append(a.data)
+            else:
+                cts.append(ct.data)
+                pts.append(pt.data)
+                accs.append(a.data)
+        q = self.ctx.q_all[: level + 1]
+        if len(cts):
+            mul_add_many(cts, pts, accs, q)
+        if len(c_cts):
+            coeff_mul_add_many(c_cts, coeffs, c_accs, q, self.ctx.q_rows(level), self.ctx.tables)
         self.counts["multiply_plain"] += len(terms)
         self.counts["add"] += len(terms)
 

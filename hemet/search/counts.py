@@ -4,7 +4,7 @@ The counts follow what ``Program.run_encrypted`` and :class:`~hemet.he.backend.H
 a run after ``Program.prepare``: every backend call, at the level of its input ciphertext, with
 rotations by steps without a Galois key expanded into their key-plan paths and every plaintext
 classified as pinned in NTT form (free on use), pinned compact (an RNS reduction and NTTs on
-use, batched 32 at a time) or not pinned (a full encode on use).  The pinning is decided by
+use, inside the products of its batch of up to 32) or not pinned (a full encode on use).  The pinning is decided by
 running the real ``Program.prepare`` against :class:`CacheModel`, a stand-in backend that keeps
 the same byte budget with a real :class:`~hemet.he.backend.PlaintextCache` over size-only
 entries, so the counts need no keys, no encoding and no materialized diagonals
@@ -23,8 +23,10 @@ Operations (the names :mod:`hemet.search.calibrate` times):
                 ciphertext: one fused kernel call per batch)
 ``add``, ``add_plain``, ``square`` (with relinearization), ``rescale``, ``drop_level``
 ``encode``      a plaintext encoded on use (not pinned; a batch's misses are encoded together)
-``convert``     a pinned compact plaintext turned into NTT form within a batch of several
-``convert1``    the same, alone (prescaled coefficients, a batch's single compact entry)
+``convert``     a product's extra cost when its plaintext is pinned compact (converted limb
+                by limb inside the batch's fused products, ``_fused.coeff_mul_add_many``)
+``convert1``    a pinned compact plaintext turned into NTT form alone (``encode_cached``:
+                the prescaled coefficients, a zero output)
 """
 from __future__ import annotations
 
@@ -188,15 +190,14 @@ def _hoisted(ops, level, steps, paths, slots):
             ops[("rotate", level)] += len(paths[s]) - 1
 
 
-def _fetch(ops, level, kinds):
-    """A batch of plaintext fetches (``encode_cached_many``)."""
+def _fetch(ops, level, kinds, batch: bool = True):
+    """Plaintext fetches: a batch for products (``encode_cached_many``) or, ``batch=False``,
+    one ``encode_cached``."""
     compact, encode = kinds.count("compact"), kinds.count("encode")
     if encode:
         ops[("encode", level)] += encode
-    if compact > 1:
-        ops[("convert", level)] += compact
-    elif compact:
-        ops[("convert1", level)] += 1
+    if compact:
+        ops[("convert" if batch else "convert1", level)] += compact
 
 
 def _linear(prog, s, level, scales, cache, paths, ops, out_scale):
@@ -234,7 +235,7 @@ def _linear(prog, s, level, scales, cache, paths, ops, out_scale):
             sc = started[(i, giants[0])]
         else:  # no weight reaches this output ciphertext: a zero product
             zs = out_scale * q / in_scales[0]
-            _fetch(ops, level, [cache.lookup(("zero", level, zs), level)])
+            _fetch(ops, level, [cache.lookup(("zero", level, zs), level)], batch=False)
             ops[("mul_plain", level)] += 1
             sc = in_scales[0] * zs
         ops[("rescale", level)] += 1
@@ -266,7 +267,7 @@ def count_run(prog, cache: CacheModel, paths: dict | None = None) -> list[StepCo
             scales[s.out] = ([x * x / cache.prime(lv) for x in src_sc], lv - 1)
         elif s.kind == "prescaled":
             for j, sc in enumerate(src_sc):
-                _fetch(ops, lv, [cache.lookup(("prescaled", id(s), j, lv, sc), lv)])
+                _fetch(ops, lv, [cache.lookup(("prescaled", id(s), j, lv, sc), lv)], batch=False)
             ops[("square", lv)] += n
             ops[("mul_plain", lv)] += n
             ops[("rescale", lv)] += 2 * n

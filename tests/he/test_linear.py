@@ -6,6 +6,7 @@ from hypothesis import given, strategies as st
 
 from hemet import layers as L
 from hemet.he import AffineMap, Layout, LinearStage, MirrorBackend
+from hemet.he import backend as backend_mod
 from hemet.he import sparse as S
 from hemet.he.linear import best_baby_steps
 from hemet.reference import run_node
@@ -388,7 +389,41 @@ def test_encode_cached_many_matches_single_encodes(rng, hekit):
     be.pinning, be.pin_pending = True, 10 ** 6  # compact
     be.encode_cached_many([(("v", i), (lambda v=v: v)) for i, v in enumerate(vecs[:3])], 4, be.prime(4))
     be.pinning = False
+    before = be.counts["encode_compact"]
     got = be.encode_cached_many([(("v", i), (lambda v=v: v)) for i, v in enumerate(vecs)], 4, be.prime(4))
-    assert be.counts["encode_compact"] >= 3
+    assert be.counts["encode_compact"] - before == 3
+    assert sum(isinstance(pt, backend_mod._CompactPlaintext) for pt in got) == 3  # converted on use
     for v, pt in zip(vecs, got):
-        assert np.array_equal(pt.data, enc.encode(v, level=4, scale=be.prime(4)).data)
+        assert np.array_equal(be._ntt_form(pt).data, enc.encode(v, level=4, scale=be.prime(4)).data)
+
+
+def test_products_of_compact_and_ntt_form_plaintexts_are_exact(rng, hekit):
+    """One batch mixing compact (converted inside the products) and NTT-form plaintexts,
+    accumulators shared between terms: bit for bit the evaluator's multiply and add."""
+    be = hekit.backend([])
+    enc = hekit.ctx.encoder
+    level, scale = 3, be.prime(3)
+    vecs = [rng.normal(size=hekit.slots) for _ in range(6)]
+    be.pinning, be.pin_pending = True, 10 ** 6  # the first four pinned compact
+    be.encode_cached_many([(("w", i), (lambda v=v: v)) for i, v in enumerate(vecs[:4])], level, scale)
+    be.pinning = False
+    pts = be.encode_cached_many([(("w", i), (lambda v=v: v)) for i, v in enumerate(vecs)], level, scale)
+    kinds = [isinstance(p, backend_mod._CompactPlaintext) for p in pts]
+    assert kinds == [True] * 4 + [False] * 2
+    cts = [be.encrypt(rng.normal(size=hekit.slots), level=level) for _ in range(3)]
+    terms = [(i % 2, cts[i % 3], pt) for i, pt in enumerate(pts)]
+    acc = {}
+    be.multiply_plain_add_many(acc, terms)
+    for key in (0, 1):
+        want = None
+        for k, ct, v in [(i % 2, cts[i % 3], vecs[i]) for i in range(6)]:
+            if k == key:
+                prod = be.ev.multiply(ct, enc.encode(v, level=level, scale=scale))
+                want = prod if want is None else be.ev.add(want, prod)
+        assert np.array_equal(acc[key].data, want.data) and acc[key].scale == want.scale
+    # a compact plaintext where the levels differ takes the plain path, converted first
+    ct4 = be.encrypt(rng.normal(size=hekit.slots), level=level + 1)
+    got = be.multiply_plain_add(be.multiply_plain(cts[0], pts[1]), ct4, pts[0])
+    want = be.ev.add(be.ev.multiply(cts[0], enc.encode(vecs[1], level=level, scale=scale)),
+                     be.ev.multiply(be.ev.drop_level(ct4, level), enc.encode(vecs[0], level=level, scale=scale)))
+    assert got.level == level and np.array_equal(got.data, want.data)
