@@ -231,11 +231,15 @@ def _convert_seconds(be, vec, level, scale, reps, n_pinned, cts, mul_add) -> tup
     finally:
         be.pinning, be.pin_pending = False, 0
     del first
+    # the ciphertexts and accumulators of the mul_add timing (one accumulator per ciphertext),
+    # so the difference is the conversion alone
     n_ct = len(cts)
+    nb = max(n_ct // BATCH, 1)
     terms = []
     for b in range(0, n_pinned, BATCH):
         pts = be.encode_cached_many([(k, lambda: vec) for k in keys[b:b + BATCH]], level, scale)
-        terms.append([((b, t), cts[(b + t) % n_ct], pt) for t, pt in enumerate(pts)])
+        c = (b // BATCH) % nb
+        terms.append([((c, t), cts[(c * BATCH + t) % n_ct], pt) for t, pt in enumerate(pts)])
     accs = {}
     for tb in terms:
         be.multiply_plain_add_many(accs, tb)
