@@ -315,8 +315,8 @@ class HEBackend:
             for key, ct, pt in terms:
                 acc[key] = self.multiply_plain_add(acc.get(key), ct, pt)
             return
-        cts, pts, accs = List(), List(), List()
-        c_cts, coeffs, c_accs = List(), List(), List()
+        cts, pts, accs, keys = List(), List(), List(), []
+        c_cts, coeffs, c_accs, c_keys = List(), List(), List(), []
         for key, ct, pt in terms:
             a = acc.get(key)
             if a is None:
@@ -327,15 +327,18 @@ class HEBackend:
                 c_cts.append(ct.data)
                 coeffs.append(pt.coeffs)
                 c_accs.append(a.data)
+                c_keys.append(key)
             else:
                 cts.append(ct.data)
                 pts.append(pt.data)
                 accs.append(a.data)
+                keys.append(key)
         q = self.ctx.q_all[: level + 1]
         if len(cts):
-            mul_add_many(cts, pts, accs, q)
+            mul_add_many(cts, pts, accs, q, keys)
         if len(c_cts):
-            coeff_mul_add_many(c_cts, coeffs, c_accs, q, self.ctx.q_rows(level), self.ctx.tables)
+            coeff_mul_add_many(c_cts, coeffs, c_accs, q, self.ctx.q_rows(level), self.ctx.tables,
+                               c_keys)
         self.counts["multiply_plain"] += len(terms)
         self.counts["add"] += len(terms)
 

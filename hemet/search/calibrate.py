@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ckks import Plaintext
+from kernels.ifma_arith import GROUP
 
 from .counts import BATCH
 
@@ -163,9 +164,11 @@ def calibrate(log_n: int, depth: int, dnum: int, threads: int = None, levels=Non
                            for _ in range(n_ct - 1)]
             ops["mul_plain"][level] = _time(lambda i: be.multiply_plain(cts[i], pts[i]), n_ct, reps=reps)
             # the stage's products: batches of BATCH terms, one kernel call each, into
-            # accumulators that exist (mul_add) or start at zero (mul_new)
+            # accumulators that exist (mul_add) or start at zero (mul_new), GROUP terms per
+            # accumulator: the stages add many terms into each (hemet-fire1-4's batches: 32
+            # terms into 2-3), which the IFMA kernel reduces once per GROUP products
             nb = max(n_ct // BATCH, 1)
-            terms = [[((b, t), cts[(b * BATCH + t) % n_ct], pts[(b * BATCH + t) % n_ct])
+            terms = [[((b, t // GROUP), cts[(b * BATCH + t) % n_ct], pts[(b * BATCH + t) % n_ct])
                       for t in range(BATCH)] for b in range(nb)]
             accs = {}
             for tb in terms:
@@ -231,15 +234,16 @@ def _convert_seconds(be, vec, level, scale, reps, n_pinned, cts, mul_add) -> tup
     finally:
         be.pinning, be.pin_pending = False, 0
     del first
-    # the ciphertexts and accumulators of the mul_add timing (one accumulator per ciphertext),
-    # so the difference is the conversion alone
+    # the ciphertexts and accumulators of the mul_add timing, so the difference is the
+    # conversion alone
     n_ct = len(cts)
     nb = max(n_ct // BATCH, 1)
     terms = []
     for b in range(0, n_pinned, BATCH):
         pts = be.encode_cached_many([(k, lambda: vec) for k in keys[b:b + BATCH]], level, scale)
         c = (b // BATCH) % nb
-        terms.append([((c, t), cts[(c * BATCH + t) % n_ct], pt) for t, pt in enumerate(pts)])
+        terms.append([((c, t // GROUP), cts[(c * BATCH + t) % n_ct], pt)
+                      for t, pt in enumerate(pts)])
     accs = {}
     for tb in terms:
         be.multiply_plain_add_many(accs, tb)

@@ -20,7 +20,8 @@ Operations (the names :mod:`hemet.search.calibrate` times):
 ``mul_new``     a term of ``multiply_plain_add_many`` that starts an accumulator (zeroed first)
 ``mul_add``     a term of ``multiply_plain_add_many`` into an existing accumulator (the
                 stage's products go through it in batches of up to 32 terms of one input
-                ciphertext: one fused kernel call per batch)
+                ciphertext: one fused kernel call per batch; calibrated with four terms
+                per accumulator, the group the IFMA kernel reduces at once)
 ``add``, ``add_plain``, ``square`` (with relinearization), ``rescale``, ``drop_level``
 ``encode``      a plaintext encoded on use (not pinned; a batch's misses are encoded together)
 ``convert``     a product's extra cost when its plaintext is pinned compact (converted limb

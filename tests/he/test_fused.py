@@ -7,7 +7,7 @@ from numba.typed import List
 from sympy import isprime
 
 from kernels import cpu, ntt
-from hemet.he._fused import coeff_mul_add_many, mul_add_many
+from hemet.he._fused import coeff_mul_add_many, mul_add_many, term_groups
 
 PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(
     not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA; portable path only"))]
@@ -38,7 +38,7 @@ def ref_ntt(coeffs, q, psi):
 @st.composite
 def batch(draw):
     log_n = draw(st.sampled_from([4, 5, 6]))
-    n_terms = draw(st.integers(1, 5))
+    n_terms = draw(st.integers(1, 10))  # groups of 1-4 terms, and several per accumulator
     n_accs = draw(st.integers(1, 3))
     return (log_n, n_terms, draw(st.lists(st.integers(0, n_accs - 1), min_size=n_terms,
                                           max_size=n_terms)),
@@ -81,6 +81,63 @@ def test_coeff_mul_add_many_matches_python_ints(ifma, case):
                        ifma=ifma)
     for a, w in zip(accs, want):
         assert a.tolist() == w
+
+
+def _residues(rng, q, n, shape, mode):
+    """Random residues below each prime; ``edges``: many 0 and q - 1 (the largest products)."""
+    out = np.stack([np.stack([rng.integers(0, int(qi), n, dtype=np.uint64) for qi in q])
+                    for _ in range(shape)]) if shape else \
+        np.stack([rng.integers(0, int(qi), n, dtype=np.uint64) for qi in q])
+    if mode == "edges":
+        qm = (np.asarray(q, np.uint64) - np.uint64(1))[:, None]
+        top = rng.random(out.shape) < 0.5
+        out[top] = np.broadcast_to(qm, out.shape)[top]
+        out[rng.random(out.shape) < 0.2] = 0
+    return out
+
+
+@pytest.mark.parametrize("ifma", PATHS, ids=["portable", "ifma"])
+@settings(max_examples=25, deadline=None)
+@given(batch())
+def test_mul_add_many_matches_python_ints(ifma, case):
+    """acc[a_t] += ct_t * pt_t per term (NTT-form plaintexts), accumulators shared: the IFMA
+    kernel's unreduced sums of up to four products per accumulator are exact."""
+    log_n, n_terms, acc_of, mode, seed = case
+    n = 1 << log_n
+    q = _tables(n).q
+    rng = np.random.default_rng(seed)
+    cts = [_residues(rng, q, n, 2, mode) for _ in range(n_terms)]
+    pts = [_residues(rng, q, n, 0, mode) for _ in range(n_terms)]
+    accs = [_residues(rng, q, n, 2, mode) for _ in range(max(acc_of) + 1)]
+    want = [[[[int(v) for v in row] for row in poly] for poly in a] for a in accs]
+    for ti in range(n_terms):
+        for i, qi in enumerate(int(x) for x in q):
+            for c in range(2):
+                w = want[acc_of[ti]][c][i]
+                for j in range(n):
+                    w[j] = (w[j] + int(cts[ti][c, i, j]) * int(pts[ti][i, j])) % qi
+    mul_add_many(List(cts), List(pts), List([accs[a] for a in acc_of]), q, ifma=ifma)
+    for a, w in zip(accs, want):
+        assert a.tolist() == w
+
+
+def test_term_groups_cover_each_term_once_with_one_accumulator_per_group():
+    acc_of = ["a", "b", "a", "a", "c", "a", "a", "b", "a"]
+    order, starts = term_groups(acc_of)
+    assert sorted(order.tolist()) == list(range(len(acc_of)))
+    sizes = np.diff(starts)
+    assert sizes.max() <= 4 and sizes.min() >= 1 and starts[-1] == len(acc_of)
+    for g in range(len(starts) - 1):
+        assert len({acc_of[t] for t in order[starts[g]:starts[g + 1]]}) == 1
+    assert sizes.tolist() == [4, 2, 2, 1]  # a: 6 terms (4 + 2), b: 2, c: 1
+
+
+def test_acc_index_must_match_the_terms():
+    t = _tables(16)
+    ct = np.zeros((2, 3, 16), np.uint64)
+    pt = np.zeros((3, 16), np.uint64)
+    with pytest.raises(ValueError, match="accumulator index"):
+        mul_add_many(List([ct, ct]), List([pt, pt]), List([ct, ct]), t.q, acc_index=[0], ifma=True)
 
 
 def test_coeff_and_ntt_form_products_agree():
