@@ -74,6 +74,28 @@ def _mul_add_many_portable(cts, pts, accs, q):
 
 # -- IFMA: lazy Montgomery sums of up to GROUP products per accumulator -----------------------
 @njit(cache=True, inline="always")
+def _madd_term(p, po, x, c0, c1, jj, f, lo0, hi0, lo1, hi1):
+    """The sums plus the 52-bit halves of x[c0 + jj] * p[po + jj] and x[c1 + jj] * p[po + jj]
+    (eight lanes each), with the lines ``f`` lanes ahead prefetched."""
+    vprefetch(p, po + f)
+    vprefetch(x, c0 + f)
+    vprefetch(x, c1 + f)
+    b = vload(p, po + jj)
+    a = vload(x, c0 + jj)
+    e = vload(x, c1 + jj)
+    return madd52lo(lo0, a, b), madd52hi(hi0, a, b), madd52lo(lo1, e, b), madd52hi(hi1, e, b)
+
+
+@njit(cache=True, inline="always")
+def _reduce_add(acc, at, lo, hi, q, qneg, rr, rrs, negq, mask, zero):
+    """acc[at:at + 8] += (hi * 2^52 + lo) mod q.  redc gives the sum times 2^-52 mod q below
+    3q (< 2^52, all a Shoup product needs); times 2^52 mod q gives it in [0, 2q)."""
+    t = vmulred(vredc(lo, hi, q, qneg, zero), rr, rrs, negq, mask, zero)
+    t = vadd(vmin(t, vsub(t, q)), vload(acc, at))
+    vstore(acc, at, vmin(t, vsub(t, q)))
+
+
+@njit(cache=True, inline="always")
 def _group_mul_acc_ifma(acc, cnt, x0, x1, x2, x3, p0, p1, p2, p3, po0, po1, po2, po3,
                         c0, c1, n, qs, qnegs, rs, rss):
     """acc[:, i] += sum_u x_u[:, i] * p_u for the group's ``cnt`` (1-4) terms: ``c0``/``c1``
@@ -88,57 +110,25 @@ def _group_mul_acc_ifma(acc, cnt, x0, x1, x2, x3, p0, p1, p2, p3, po0, po1, po2,
     rrs = vbcast(rss)
     for jj in range(np.uint64(0), n, np.uint64(8)):
         f = jj + _PF
-        vprefetch(p0, po0 + f)
-        vprefetch(x0, c0 + f)
-        vprefetch(x0, c1 + f)
-        b = vload(p0, po0 + jj)
-        a = vload(x0, c0 + jj)
-        e = vload(x0, c1 + jj)
-        lo0 = madd52lo(zero, a, b)
-        hi0 = madd52hi(zero, a, b)
-        lo1 = madd52lo(zero, e, b)
-        hi1 = madd52hi(zero, e, b)
+        lo0, hi0, lo1, hi1 = _madd_term(p0, po0, x0, c0, c1, jj, f, zero, zero, zero, zero)
         if cnt > 1:
-            vprefetch(p1, po1 + f)
-            vprefetch(x1, c0 + f)
-            vprefetch(x1, c1 + f)
-            b = vload(p1, po1 + jj)
-            a = vload(x1, c0 + jj)
-            e = vload(x1, c1 + jj)
-            lo0 = madd52lo(lo0, a, b)
-            hi0 = madd52hi(hi0, a, b)
-            lo1 = madd52lo(lo1, e, b)
-            hi1 = madd52hi(hi1, e, b)
+            lo0, hi0, lo1, hi1 = _madd_term(p1, po1, x1, c0, c1, jj, f, lo0, hi0, lo1, hi1)
         if cnt > 2:
-            vprefetch(p2, po2 + f)
-            vprefetch(x2, c0 + f)
-            vprefetch(x2, c1 + f)
-            b = vload(p2, po2 + jj)
-            a = vload(x2, c0 + jj)
-            e = vload(x2, c1 + jj)
-            lo0 = madd52lo(lo0, a, b)
-            hi0 = madd52hi(hi0, a, b)
-            lo1 = madd52lo(lo1, e, b)
-            hi1 = madd52hi(hi1, e, b)
+            lo0, hi0, lo1, hi1 = _madd_term(p2, po2, x2, c0, c1, jj, f, lo0, hi0, lo1, hi1)
         if cnt > 3:
-            vprefetch(p3, po3 + f)
-            vprefetch(x3, c0 + f)
-            vprefetch(x3, c1 + f)
-            b = vload(p3, po3 + jj)
-            a = vload(x3, c0 + jj)
-            e = vload(x3, c1 + jj)
-            lo0 = madd52lo(lo0, a, b)
-            hi0 = madd52hi(hi0, a, b)
-            lo1 = madd52lo(lo1, e, b)
-            hi1 = madd52hi(hi1, e, b)
-        # redc: sum * 2^-52 mod q, below 3q (< 2^52, all a Shoup product needs); times
-        # 2^52 mod q gives the sum mod q in [0, 2q), then into the accumulator
-        t = vmulred(vredc(lo0, hi0, q, qneg, zero), rr, rrs, negq, mask, zero)
-        t = vadd(vmin(t, vsub(t, q)), vload(acc, c0 + jj))
-        vstore(acc, c0 + jj, vmin(t, vsub(t, q)))
-        t = vmulred(vredc(lo1, hi1, q, qneg, zero), rr, rrs, negq, mask, zero)
-        t = vadd(vmin(t, vsub(t, q)), vload(acc, c1 + jj))
-        vstore(acc, c1 + jj, vmin(t, vsub(t, q)))
+            lo0, hi0, lo1, hi1 = _madd_term(p3, po3, x3, c0, c1, jj, f, lo0, hi0, lo1, hi1)
+        _reduce_add(acc, c0 + jj, lo0, hi0, q, qneg, rr, rrs, negq, mask, zero)
+        _reduce_add(acc, c1 + jj, lo1, hi1, q, qneg, rr, rrs, negq, mask, zero)
+
+
+@njit(cache=True, inline="always")
+def _group(order, starts, g):
+    """Group g's size and its terms (missing ones repeat the first)."""
+    s = starts[g]
+    cnt = starts[g + 1] - s
+    t0 = order[s]
+    return (cnt, t0, order[s + 1] if cnt > 1 else t0, order[s + 2] if cnt > 2 else t0,
+            order[s + 3] if cnt > 3 else t0)
 
 
 @njit(cache=True, parallel=True)
@@ -151,12 +141,7 @@ def _mul_add_many_ifma(cts, pts, accs, q, qneg, r, rs, order, starts):
         c0 = ui * n
         c1 = (uk + ui) * n
         for g in range(starts.shape[0] - 1):
-            s = starts[g]
-            cnt = starts[g + 1] - s
-            t0 = order[s]
-            t1 = order[s + 1] if cnt > 1 else t0
-            t2 = order[s + 2] if cnt > 2 else t0
-            t3 = order[s + 3] if cnt > 3 else t0
+            cnt, t0, t1, t2, t3 = _group(order, starts, g)
             _group_mul_acc_ifma(accs[t0], cnt, cts[t0], cts[t1], cts[t2], cts[t3],
                                 pts[t0], pts[t1], pts[t2], pts[t3], c0, c0, c0, c0,
                                 c0, c1, n, q[i], qneg[i], r[i], rs[i])
@@ -215,15 +200,10 @@ def _coeff_mul_add_many_ifma(cts, coeffs, accs, q, rows, w, ws, qneg, r, rs, ord
         c0 = ui * n
         c1 = (uk + ui) * n
         for g in range(starts.shape[0] - 1):
-            s = starts[g]
-            cnt = starts[g + 1] - s
+            cnt, t0, t1, t2, t3 = _group(order, starts, g)
             for u in range(cnt):
-                _reduce_signed_row(coeffs[order[s + u]], qi, qinv, buf[u])
+                _reduce_signed_row(coeffs[order[starts[g] + u]], qi, qinv, buf[u])
                 _fwd_limb_ifma(buf[u], w[p], ws[p], qi)
-            t0 = order[s]
-            t1 = order[s + 1] if cnt > 1 else t0
-            t2 = order[s + 2] if cnt > 2 else t0
-            t3 = order[s + 3] if cnt > 3 else t0
             _group_mul_acc_ifma(accs[t0], cnt, cts[t0], cts[t1], cts[t2], cts[t3],
                                 buf, buf, buf, buf, np.uint64(0), n, n + n, n + n + n,
                                 c0, c1, n, qi, qneg[i], r[i], rs[i])
