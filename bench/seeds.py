@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="CIFAR-10 directory (default: $HEMET_DATA)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", default=None, metavar="PNG", help="draw the runs' accuracies")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="models evaluated at once (default: one per core)")
     raw = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(raw)
     from hemet import data as D
@@ -161,10 +165,14 @@ def main(argv=None) -> int:
             print(f"skipping {run}: {r['epochs']} of {r['planned_epochs']} epochs done",
                   file=sys.stderr)
             continue
-        r["test"] = test_accuracy(r["model_file"], split)
-        print(f"{r['model']:>16} seed {r['seed']}: test {100 * r['test']:.2f}%  best val "
-              f"{100 * r['best_val']:.2f}%  rollbacks {r['rollbacks']}", file=sys.stderr)
         runs.append(r)
+    # each model's test pass is single-threaded numpy: --jobs of them at once
+    with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+        tests = pool.map(test_accuracy, [r["model_file"] for r in runs], [split] * len(runs))
+        for r, t in zip(runs, tests):
+            r["test"] = t
+            print(f"{r['model']:>16} seed {r['seed']}: test {100 * r['test']:.2f}%  best val "
+                  f"{100 * r['best_val']:.2f}%  rollbacks {r['rollbacks']}", file=sys.stderr)
     if not runs:
         raise SystemExit("no finished runs")
     out = summarize(runs)

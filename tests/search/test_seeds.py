@@ -49,7 +49,8 @@ def test_seed_table(tmp_path, capsys):
     b1, fb1 = _run(tmp_path, "b1", "hemet-fire1-4", 1, [0.1, 0.7])
     late, _ = _run(tmp_path, "late", "hemet-fire1-4", 2, [0.2], planned=2)  # still training
     # a run's model given explicitly (DIR=MODEL.json), as for the shipped seed-0 runs
-    args = [str(a0), f"{a1}={fa1}", str(b0), str(b1), str(late), "--data", str(data), "--json"]
+    args = [str(a0), f"{a1}={fa1}", str(b0), str(b1), str(late), "--data", str(data), "--json",
+            "--jobs", "2"]  # results from two worker processes, matched back to their runs
     assert seeds.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     split = D.load_dataset("cifar10", str(data), "test")
