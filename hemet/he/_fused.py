@@ -147,12 +147,20 @@ def _mul_add_many_ifma(cts, pts, accs, q, qneg, r, rs, order, starts):
                                 c0, c1, n, q[i], qneg[i], r[i], rs[i])
 
 
-def _groups_of(accs, acc_index):
-    if acc_index is None:  # the same array object is the same accumulator
+def _ifma_args(accs, q, acc_index):
+    """The grouped kernels' trailing arguments: Montgomery constants of ``q``, then
+    ``term_groups`` of the terms' accumulators (default: the same array object is the same
+    accumulator)."""
+    if acc_index is None:
         acc_index = [a.ctypes.data for a in accs]
-    elif len(acc_index) != len(accs):
+    return (*_mont_constants(tuple(int(x) for x in q)), *term_groups(acc_index))
+
+
+def _check_terms(what, a, cts, accs, acc_index):
+    if len(a) != len(cts) or len(cts) != len(accs) or not len(cts):
+        raise ValueError(f"one {what}, ciphertext and accumulator per term")
+    if acc_index is not None and len(acc_index) != len(accs):
         raise ValueError("one accumulator index per term")
-    return term_groups(acc_index)
 
 
 def mul_add_many(cts, pts, accs, q, acc_index=None, ifma: bool = USE_IFMA) -> None:
@@ -161,12 +169,9 @@ def mul_add_many(cts, pts, accs, q, acc_index=None, ifma: bool = USE_IFMA) -> No
     per batch, each thread keeping its limb of a shared accumulator in cache across the terms
     that add into it.  ``acc_index[t]`` names term t's accumulator (default: by array
     identity); ``ifma=False``: the portable kernel."""
-    if len(pts) != len(cts) or len(cts) != len(accs) or not len(cts):
-        raise ValueError("one plaintext, ciphertext and accumulator per term")
+    _check_terms("plaintext", pts, cts, accs, acc_index)
     if ifma:
-        order, starts = _groups_of(accs, acc_index)
-        _mul_add_many_ifma(cts, pts, accs, q, *_mont_constants(tuple(int(x) for x in q)),
-                           order, starts)
+        _mul_add_many_ifma(cts, pts, accs, q, *_ifma_args(accs, q, acc_index))
     else:
         _mul_add_many_portable(cts, pts, accs, q)
 
@@ -230,11 +235,9 @@ def coeff_mul_add_many(cts, coeffs, accs, q, rows, tables, acc_index=None,
     plaintext's N int64 coefficients), ``q`` the ciphertexts' primes, ``rows`` their rows in
     ``tables``; ``acc_index`` as in :func:`mul_add_many`; ``ifma=False``: the portable
     kernels."""
-    if len(coeffs) != len(cts) or len(cts) != len(accs) or not len(cts):
-        raise ValueError("one coefficient row, ciphertext and accumulator per term")
+    _check_terms("coefficient row", coeffs, cts, accs, acc_index)
     if ifma:
-        order, starts = _groups_of(accs, acc_index)
         _coeff_mul_add_many_ifma(cts, coeffs, accs, q, rows, tables.w_fwd, tables.ws_fwd,
-                                 *_mont_constants(tuple(int(x) for x in q)), order, starts)
+                                 *_ifma_args(accs, q, acc_index))
     else:
         _coeff_mul_add_many_portable(cts, coeffs, accs, q, rows, tables.w_fwd, tables.wf_fwd)
