@@ -13,7 +13,9 @@ deviation of the test accuracy; for two networks, the difference of means (the s
 network named on the command line minus the first) with its standard error (Welch), the figure to hold against the paper's +0.4 points.  The test set only scores
 finished runs: nothing here selects on it.
 
-Every run must share one training recipe (its ``config.json`` less the model, seed and
+``--previous FILE`` adds the runs of an earlier ``--json`` output with the test accuracies
+measured then: seeds trained in other sessions or on other machines whose run directories are
+gone.  Every run must share one training recipe (its ``config.json`` less the model, seed and
 where files go): a table that mixed recipes would compare them, not the networks.  The
 output records that recipe and the command; ``--plot PNG`` draws every run's accuracy with
 the means (matplotlib, optional).
@@ -34,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 
 # config.json fields that say which run this is or where it writes, not how it trains
-NOT_RECIPE = ("model", "seed", "out", "export", "data", "progress", "threads", "max_minutes")
+NOT_RECIPE = ("model", "seed", "out", "export", "data", "progress", "threads", "max_minutes",
+              "device")
 
 
 def recipe_of(cfg: dict) -> dict:
@@ -77,6 +80,32 @@ def read_run(arg: str) -> dict:
             "recipe": recipe_of(cfg)}
 
 
+def _fraction(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+
+def read_previous(path: str) -> tuple[list[dict], dict]:
+    """The runs of an earlier ``--json`` output (each with the file's recipe, to be checked
+    against the new runs') and where they came from; SystemExit on anything malformed."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--previous {path}: {e}") from None
+    if not (isinstance(d, dict) and isinstance(d.get("recipe"), dict)
+            and isinstance(d.get("runs"), list) and d["runs"]):
+        raise SystemExit(f"--previous {path}: not a bench/seeds.py --json output "
+                         "(needs its recipe and runs)")
+    runs = []
+    for i, r in enumerate(d["runs"]):
+        if not (isinstance(r, dict) and isinstance(r.get("model"), str)
+                and all(type(r.get(k)) is int and r[k] >= 0 for k in ("seed", "epochs", "rollbacks"))
+                and _fraction(r.get("test")) and _fraction(r.get("best_val"))):
+            raise SystemExit(f"--previous {path}: run {i} lacks a model, a seed, epochs, "
+                             "rollbacks or accuracies in [0, 1]")
+        runs.append(dict(r, recipe=d["recipe"], recorded_in=r.get("recorded_in", str(path))))
+    return runs, {"file": str(path), "command": d.get("command")}
+
+
 def test_accuracy(model_file: str, split) -> float:
     from hemet import modelfile, reference
     return reference.accuracy(modelfile.load(model_file), split.images, split.labels, 250)
@@ -103,8 +132,9 @@ def summarize(runs: list[dict]) -> dict:
             se = 100 * math.sqrt(sa["std"] ** 2 / sa["n"] + sb["std"] ** 2 / sb["n"])
         paired = sorted(set(sa["seeds"]) & set(sb["seeds"]))
         by = {(r["model"], r["seed"]): r["test"] for r in runs}
-        out["gain"] = {"of": b, "over": a, "points": diff, "stderr": se,
-                       "per_seed": {s: 100 * (by[(b, s)] - by[(a, s)]) for s in paired}}
+        per_seed = {s: 100 * (by[(b, s)] - by[(a, s)]) for s in paired}
+        out["gain"] = {"of": b, "over": a, "points": diff, "stderr": se, "per_seed": per_seed,
+                       "median_per_seed": statistics.median(per_seed.values()) if paired else None}
     return out
 
 
@@ -152,6 +182,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="CIFAR-10 directory (default: $HEMET_DATA)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", default=None, metavar="PNG", help="draw the runs' accuracies")
+    ap.add_argument("--previous", default=None, metavar="JSON",
+                    help="an earlier --json output whose runs (and test accuracies) to include")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="models evaluated at once (default: one per core)")
     raw = sys.argv[1:] if argv is None else list(argv)
@@ -166,6 +198,12 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             continue
         runs.append(r)
+    previous, source = read_previous(a.previous) if a.previous else ([], None)
+    seen = {(r["model"], r["seed"]) for r in previous}
+    for r in runs:
+        if (r["model"], r["seed"]) in seen:
+            raise SystemExit(f"{r['run']}: seed {r['seed']} of {r['model']} is already in "
+                             f"{a.previous}")
     # each model's test pass is single-threaded numpy: --jobs of them at once
     with ProcessPoolExecutor(max(1, a.jobs)) as pool:
         tests = pool.map(test_accuracy, [r["model_file"] for r in runs], [split] * len(runs))
@@ -173,10 +211,13 @@ def main(argv=None) -> int:
             r["test"] = t
             print(f"{r['model']:>16} seed {r['seed']}: test {100 * r['test']:.2f}%  best val "
                   f"{100 * r['best_val']:.2f}%  rollbacks {r['rollbacks']}", file=sys.stderr)
+    runs = previous + runs
     if not runs:
         raise SystemExit("no finished runs")
     out = summarize(runs)
     out["command"] = " ".join(["python bench/seeds.py"] + raw)
+    if source:
+        out["previous"] = source
     if a.plot:
         out["plot"] = plot(out, Path(a.plot))
     if a.json:
@@ -190,7 +231,8 @@ def main(argv=None) -> int:
     if g:
         se = f" (standard error {g['stderr']:.2f})" if g["stderr"] is not None else ""
         print(f"gain of {g['of']} over {g['over']}: {g['points']:+.2f} points{se}; per seed "
-              + ", ".join(f"{s}: {d:+.2f}" for s, d in g["per_seed"].items()))
+              + ", ".join(f"{s}: {d:+.2f}" for s, d in g["per_seed"].items())
+              + (f" (median {g['median_per_seed']:+.2f})" if g["per_seed"] else ""))
     return 0
 
 

@@ -96,12 +96,19 @@ def _train_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="train eagerly instead of through torch.compile (about 2x slower)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="bf16 autocast (auto: where the CPU does bf16 natively)")
+                   help="bf16 autocast (auto: where the CPU or GPU does bf16 natively)")
+    p.add_argument("--device", default=d.device,
+                   help="cpu, cuda or cuda:N (auto: a CUDA GPU where torch sees one, else cpu)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _train_run(a: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, resolve_device, train
+    try:
+        resolve_device(a.device)  # before any data is read
+    except ValueError as e:
+        print(f"hemet train: error: {e}", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         model=a.model, dataset=a.dataset, data=a.data,
         out=a.out or f"runs/{a.model}-{a.dataset}", epochs=a.epochs, batch_size=a.batch_size,
@@ -111,7 +118,7 @@ def _train_run(a: argparse.Namespace) -> int:
         activation=a.activation, n_val=a.n_val, seed=a.seed, threads=a.threads,
         limit_train=a.limit_train, export=a.export, progress=not a.no_progress,
         max_minutes=a.max_minutes, compile=a.compile, precision=a.precision, cutout=a.cutout,
-        max_rollbacks=a.max_rollbacks)
+        max_rollbacks=a.max_rollbacks, device=a.device)
     summary = train(cfg, resume=a.resume, log=lambda m: print(m, flush=True))
     print(json.dumps(summary))
     return 0

@@ -1,4 +1,4 @@
-"""Training of the HE-friendly networks (PyTorch, CPU friendly).
+"""Training of the HE-friendly networks (PyTorch; CPU threads or a CUDA GPU).
 
 Recipe: random crop (pad 4) + horizontal flip, SGD with Nesterov momentum, linear warm-up
 then cosine decay, weight decay (not on batch norm / polynomial b, c), label smoothing,
@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = "auto"         # "bf16" autocast where the CPU does bf16 natively, else "fp32"
     cutout: int = 0                 # side of a random square set to the mean pixel (0: off)
     max_rollbacks: int = 4          # undone diverged epochs before the run gives up
+    device: str = "auto"            # "cpu", "cuda", "cuda:N"; "auto": a CUDA GPU where torch sees one
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4,
@@ -100,14 +101,15 @@ def _to_tensor(images: np.ndarray):
 
 
 def evaluate_torch(net, split: D.Split, batch_size: int = 500) -> float:
-    """Accuracy of a torch network on a split (eval mode)."""
+    """Accuracy of a torch network on a split (eval mode, on the network's device)."""
     import torch
     net.eval()
+    device = next(net.parameters()).device
     correct = 0
     with torch.no_grad():
         for i in range(0, len(split), batch_size):
-            x = _to_tensor(split.images[i:i + batch_size])
-            pred = net(x).argmax(1).numpy()
+            x = _to_tensor(split.images[i:i + batch_size]).to(device)
+            pred = net(x).argmax(1).cpu().numpy()
             correct += int((pred == split.labels[i:i + batch_size]).sum())
     return correct / max(len(split), 1)
 
@@ -160,7 +162,8 @@ def build_net(cfg: TrainConfig):
 
 
 # fields a resumed run may change: they do not affect the trained weights
-_RUN_CONTROL = ("threads", "progress", "max_minutes", "export", "data", "out", "compile")
+_RUN_CONTROL = ("threads", "progress", "max_minutes", "export", "data", "out", "compile",
+                "device")
 
 
 def _config_from(saved: dict) -> TrainConfig:
@@ -171,14 +174,38 @@ def _config_from(saved: dict) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
-def resolve_precision(precision: str) -> str:
-    """"auto" -> "bf16" on CPUs with native bf16 (AMX or AVX-512 BF16: 1.8-2.1x faster steps
-    here, fp32 accumulation, batch norm and loss in fp32), else "fp32"."""
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" where this torch build sees a GPU, else "cpu"; a GPU named outright
+    must exist (a CPU-only torch says so instead of failing at the first step)."""
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from e
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type != "cuda":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch {torch.__version__} sees no CUDA GPU")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s)")
+    return str(dev)
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """"auto" -> "bf16" where the device does bf16 natively (CPUs with AMX or AVX-512 BF16:
+    1.8-2.1x faster steps here; GPUs that torch says support it), else "fp32".  Matmuls
+    accumulate in fp32; batch norm and the loss stay fp32."""
     if precision in ("fp32", "bf16"):
         return precision
     if precision != "auto":
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     import torch
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     cpu = getattr(torch, "cpu", None)
     native = any(getattr(cpu, f, lambda: False)() for f in
                  ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
@@ -212,7 +239,7 @@ def sgd_step(net, step_fn, opt, x, y, cfg, bf16: bool):
     search's ``FinetuneConfig``)."""
     import torch
     import torch.nn.functional as F
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits, pen = step_fn((x,), cfg.act_range if cfg.act_reg > 0 else None)
     logits = logits.float()
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -245,9 +272,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             log(f"note: schedule changed from {saved['epochs']} to {cfg.epochs} epochs")
             saved["epochs"] = cfg.epochs
         cfg = _config_from(saved)
+        cfg.device = resolve_device(cfg.device)
     else:
         state = None
-        cfg.precision = resolve_precision(cfg.precision)  # recorded: it shapes the weights
+        cfg.device = resolve_device(cfg.device)
+        cfg.precision = resolve_precision(cfg.precision, cfg.device)  # recorded: it shapes the weights
         with open(out / "config.json", "w") as f:
             json.dump(asdict(cfg), f, indent=1)
 
@@ -258,6 +287,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     if cfg.limit_train:
         tr = D.Split(tr.images[:cfg.limit_train], tr.labels[:cfg.limit_train])
     graph, net = build_net(cfg)
+    net.to(cfg.device)  # after the CPU-seeded initialization: every device starts alike
     step_fn = _compiled(net, log) if cfg.compile else net.run
     opt = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=True)
@@ -277,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed {cfg.model} at epoch {start_epoch}/{cfg.epochs} (best val {best_val:.4f})")
     log(f"{cfg.model} on {cfg.dataset}: {len(tr)} train / {len(val)} val, {cfg.epochs} epochs, "
-        f"{cfg.precision}, "
+        f"{cfg.precision} on {cfg.device}, "
         f"{graph.params()} params, {graph.macs() / 1e6:.1f}M MACs, depth {graph.depth()}")
     t_start = time.time()
     from .torch_modules import poly_modules
@@ -295,7 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x = _to_tensor(augment_batch(tr.images[idx], rng, cutout=cfg.cutout, fill=fill))
-            y = torch.from_numpy(tr.labels[idx])
+            x, y = x.to(cfg.device), torch.from_numpy(tr.labels[idx]).to(cfg.device)
             lr = _lr_at(step, total, warm, cfg.lr) * lr_scale
             for g in opt.param_groups:
                 g["lr"] = lr

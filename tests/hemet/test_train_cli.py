@@ -214,3 +214,46 @@ def test_train_cifar100_head(tmp_path, capsys, cifar100_dir):
     assert m.classes == 100 and m.graph.metadata["dataset"] == "cifar100"
     norm = m.graph.nodes[0].layer
     assert norm.op == "normalize" and norm.mean == D.CIFAR100_MEAN
+
+
+def test_device_choice(monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    from hemet.train import resolve_device, resolve_precision
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+    for bad in ("gpu0", "tpu", "cuda:x", "mps"):
+        with pytest.raises(ValueError, match="device must be"):
+            resolve_device(bad)
+    # a machine with one GPU: auto takes it, an index past the last is refused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ValueError, match="only 1 CUDA GPU"):
+        resolve_device("cuda:1")
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda native=native: native)
+        assert resolve_precision("auto", "cuda:0") == want
+    assert resolve_precision("fp32", "cuda") == "fp32"
+
+
+def test_train_device_errors_and_resume_elsewhere(tmp_path, capsys, cifar10_dir, monkeypatch):
+    """A GPU asked for where torch sees none is a clear error before anything is written; a run
+    checkpointed on a GPU resumes on the CPU (``--device`` is run control, like --threads)."""
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    base = ["train", "--model", "dwsep", "--data", str(cifar10_dir), "--out", str(out),
+            "--batch-size", "25", "--n-val", "20", "--no-progress", "--no-compile"]
+    rc, _, err = _run(capsys, base + ["--epochs", "1", "--device", "cuda"])
+    assert rc == 2 and "sees no CUDA GPU" in err and not out.exists()
+    rc, stdout, _ = _run(capsys, base + ["--epochs", "1"])
+    assert rc == 0 and "on cpu" in stdout
+    assert json.loads((out / "config.json").read_text())["device"] == "cpu"
+    last = torch.load(out / "last.pt", weights_only=False)
+    last["config"]["device"] = "cuda:0"  # as if trained on a GPU machine
+    torch.save(last, out / "last.pt")
+    rc, stdout, _ = _run(capsys, base + ["--epochs", "2", "--resume", "--device", "cpu"])
+    assert rc == 0 and "resumed" in stdout and "on cpu" in stdout
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 2

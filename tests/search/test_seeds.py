@@ -35,7 +35,8 @@ def _run(tmp, name, model, seed, val_accs, rollback_at=None, planned=None, lr=0.
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     (run / "config.json").write_text(json.dumps({
         "model": model, "seed": seed, "epochs": planned or len(val_accs), "lr": lr,
-        "threads": seed + 1, "out": str(run), "export": str(run / "export" / f"{model}-cifar10")}))
+        "threads": seed + 1, "device": ["cpu", "cuda"][seed % 2], "out": str(run),
+        "export": str(run / "export" / f"{model}-cifar10")}))
     return run, path
 
 
@@ -59,7 +60,7 @@ def test_seed_table(tmp_path, capsys):
     runs = {(r["model"], r["seed"]): r for r in out["runs"]}
     assert sorted(runs) == [("hemet-fire1-4", 0), ("hemet-fire1-4", 1), ("squeezenet", 0),
                             ("squeezenet", 1)]  # the unfinished run is left out
-    # threads, out and export may differ between runs; epochs and lr are the recipe
+    # threads, device, out and export may differ between runs; epochs and lr are the recipe
     assert out["recipe"] == {"epochs": 2, "lr": 0.03}
     assert out["command"] == "python bench/seeds.py " + " ".join(args)
     assert runs[("squeezenet", 0)]["best_val"] == 0.5
@@ -106,3 +107,43 @@ def test_plot_is_written(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["plot"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_previous_runs_join_the_table(tmp_path, capsys):
+    """--previous: an earlier table's runs (run directories gone) join new ones with the test
+    accuracies recorded then; a clash of seeds or recipes, or a malformed file, is refused."""
+    import seeds
+    data = _make_cifar10(tmp_path / "data")
+    a0, _ = _run(tmp_path, "a0", "squeezenet", 0, [0.3, 0.5])
+    b0, _ = _run(tmp_path, "b0", "hemet-fire1-4", 0, [0.4, 0.45])
+    a1, _ = _run(tmp_path, "a1", "squeezenet", 1, [0.2, 0.6])
+    b1, fb1 = _run(tmp_path, "b1", "hemet-fire1-4", 1, [0.1, 0.7])
+    common = ["--data", str(data), "--json", "--jobs", "1"]
+    assert seeds.main([str(a0), str(b0)] + common) == 0
+    first = json.loads(capsys.readouterr().out)
+    first["runs"][0]["test"] = 0.123  # what was measured then is kept, not re-measured
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(first))
+    args = [str(a1), str(b1), "--previous", str(old)] + common
+    assert seeds.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["seed"]) for r in out["runs"]] == [
+        ("squeezenet", 0), ("hemet-fire1-4", 0), ("squeezenet", 1), ("hemet-fire1-4", 1)]
+    assert out["runs"][0]["test"] == 0.123 and out["runs"][0]["recorded_in"] == str(old)
+    assert "recorded_in" not in out["runs"][3]
+    assert out["networks"]["squeezenet"]["n"] == 2
+    assert out["previous"] == {"file": str(old), "command": first["command"]}
+    g = out["gain"]
+    assert g["median_per_seed"] == pytest.approx(statistics.median(g["per_seed"].values()))
+    # the same seed twice, another recipe, a broken file: refused with a reason
+    with pytest.raises(SystemExit, match="seed 0 of squeezenet is already in"):
+        seeds.main([str(a0), "--previous", str(old)] + common)
+    other = dict(first, recipe={"epochs": 2, "lr": 0.05})
+    old.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="runs train differently: lr"):
+        seeds.main(args)
+    for bad in ("{", json.dumps({"runs": []}), json.dumps(dict(first, runs=[{"model": "x"}])),
+                json.dumps(dict(first, runs=[dict(first["runs"][0], test=1.5)]))):
+        old.write_text(bad)
+        with pytest.raises(SystemExit, match="--previous"):
+            seeds.main(args)
