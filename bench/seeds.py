@@ -10,8 +10,9 @@ Each argument is a ``hemet train --out`` directory (``config.json``, ``log.jsonl
 divergences and the exported (best-on-validation) model's plaintext accuracy on the full
 CIFAR-10 test set ($HEMET_DATA or ``--data``).  Per network: the mean and sample standard
 deviation of the test accuracy; for two networks, the difference of means (the second
-network named on the command line minus the first) with its standard error (Welch), the figure to hold against the paper's +0.4 points.  The test set only scores
-finished runs: nothing here selects on it.
+network named on the command line minus the first) with its standard error and 95% interval
+(Welch: the networks' spreads differ), the figures to hold against the paper's +0.4 points.
+The test set only scores finished runs: nothing here selects on it.
 
 ``--previous FILE`` adds the runs of an earlier ``--json`` output with the test accuracies
 measured then: seeds trained in other sessions or on other machines whose run directories are
@@ -111,6 +112,43 @@ def test_accuracy(model_file: str, split) -> float:
     return reference.accuracy(modelfile.load(model_file), split.images, split.labels, 250)
 
 
+def t_cdf(t: float, df: float) -> float:
+    """Student's t distribution function, by Simpson's rule on its density (no SciPy here)."""
+    if t < 0:
+        return 1.0 - t_cdf(-t, df)
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    f = lambda x: c * (1 + x * x / df) ** (-(df + 1) / 2)  # noqa: E731
+    # the density's tail beyond |t| = 200 holds under 1e-9 of the mass for df >= 2; there the
+    # steps would be too coarse, so integrate up to 200 and add the tail's closed form
+    top, n = min(t, 200.0), 4000
+    h = top / n
+    area = f(0) + f(top) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, n))
+    inside = 0.5 + area * h / 3
+    if t > 200.0:  # P(T > x) ~ c x^-df (df^((df+1)/2)) / df for large x
+        inside += c * df ** ((df - 1) / 2) * (200.0 ** -df - t ** -df)
+    return min(inside, 1.0)
+
+
+def t_quantile(p: float, df: float) -> float:
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def welch_interval(sa: dict, sb: dict, level: float = 0.95) -> tuple[float, float, float]:
+    """The interval for the difference of means, in points, and its Welch-Satterthwaite
+    degrees of freedom: the two networks' spreads differ five-fold, so no pooled variance."""
+    va, vb = sa["std"] ** 2 / sa["n"], sb["std"] ** 2 / sb["n"]
+    df = (va + vb) ** 2 / (va ** 2 / (sa["n"] - 1) + vb ** 2 / (sb["n"] - 1))
+    half = 100 * t_quantile((1 + level) / 2, df) * math.sqrt(va + vb)
+    diff = 100 * (sb["mean"] - sa["mean"])
+    return diff - half, diff + half, df
+
+
 def summarize(runs: list[dict]) -> dict:
     nets: dict[str, list[dict]] = {}
     for r in runs:
@@ -133,7 +171,12 @@ def summarize(runs: list[dict]) -> dict:
         paired = sorted(set(sa["seeds"]) & set(sb["seeds"]))
         by = {(r["model"], r["seed"]): r["test"] for r in runs}
         per_seed = {s: 100 * (by[(b, s)] - by[(a, s)]) for s in paired}
-        out["gain"] = {"of": b, "over": a, "points": diff, "stderr": se, "per_seed": per_seed,
+        ci = None
+        if se:
+            lo, hi, df = welch_interval(sa, sb)
+            ci = {"level": 0.95, "low": lo, "high": hi, "df": df}
+        out["gain"] = {"of": b, "over": a, "points": diff, "stderr": se, "ci": ci,
+                       "per_seed": per_seed,
                        "median_per_seed": statistics.median(per_seed.values()) if paired else None}
     return out
 
@@ -230,6 +273,8 @@ def main(argv=None) -> int:
     g = out.get("gain")
     if g:
         se = f" (standard error {g['stderr']:.2f})" if g["stderr"] is not None else ""
+        if g["ci"]:
+            se += f", 95% interval {g['ci']['low']:+.2f} to {g['ci']['high']:+.2f}"
         print(f"gain of {g['of']} over {g['over']}: {g['points']:+.2f} points{se}; per seed "
               + ", ".join(f"{s}: {d:+.2f}" for s, d in g["per_seed"].items())
               + (f" (median {g['median_per_seed']:+.2f})" if g["per_seed"] else ""))

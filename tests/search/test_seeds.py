@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -77,6 +78,9 @@ def test_seed_table(tmp_path, capsys):
     assert g["points"] == pytest.approx(100 * (he["mean"] - sq["mean"]))
     assert g["stderr"] == pytest.approx(100 * math.sqrt(sq["std"] ** 2 / 2 + he["std"] ** 2 / 2))
     assert g["per_seed"]["0"] == pytest.approx(100 * (want[fb0] - want[fa0]))
+    lo, hi, df = seeds.welch_interval(sq, he)
+    assert g["ci"] == pytest.approx({"level": 0.95, "low": lo, "high": hi, "df": df})
+    assert lo < g["points"] < hi
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
@@ -147,3 +151,28 @@ def test_previous_runs_join_the_table(tmp_path, capsys):
         old.write_text(bad)
         with pytest.raises(SystemExit, match="--previous"):
             seeds.main(args)
+
+
+@settings(max_examples=40, deadline=None)
+@given(t=st.floats(-1e4, 1e4), df=st.sampled_from([1, 2]))
+def test_t_cdf_matches_closed_forms(t, df):
+    """df 1 (Cauchy) and df 2 have closed-form distribution functions."""
+    import seeds
+    exact = 0.5 + math.atan(t) / math.pi if df == 1 else 0.5 + t / (2 * math.sqrt(2 + t * t))
+    assert seeds.t_cdf(t, df) == pytest.approx(exact, abs=1e-7)
+
+
+def test_welch_interval():
+    """Quantiles against printed tables; the interval against one computed by hand."""
+    import seeds
+    for df, q in [(1, 12.7062), (3, 3.1824), (6, 2.4469), (10, 2.2281), (30, 2.0423), (1e6, 1.9600)]:
+        assert seeds.t_quantile(0.975, df) == pytest.approx(q, abs=1e-4)
+    sa = {"n": 4, "mean": 0.80, "std": 0.02}
+    sb = {"n": 3, "mean": 0.83, "std": 0.005}
+    va, vb = 0.02 ** 2 / 4, 0.005 ** 2 / 3
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
+    lo, hi, got_df = seeds.welch_interval(sa, sb)
+    assert got_df == pytest.approx(df)
+    half = 100 * seeds.t_quantile(0.975, df) * math.sqrt(va + vb)
+    assert (lo, hi) == pytest.approx((3 - half, 3 + half))
+    assert 3 - half < 0 < 3  # few seeds and a wide spread: the interval holds 0
