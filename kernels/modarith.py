@@ -1,26 +1,61 @@
 """Element-wise modular arithmetic over RNS polynomials.
 
-Portable and exact for primes q < 2^50: a product a*b < 2^100 is reduced with a float64
-quotient estimate, which is off by at most one, followed by two branch-free corrections.
+Portable and exact for primes q < 2^50: a product a*b < 2^102 is reduced with a float64
+quotient estimate, which is off by at most one, and the remainder is computed exactly in
+float64 with FMA (see :func:`mulmod`), then corrected branch-free.
 Arrays are ``(k, N)`` uint64; ``q`` is the ``(k,)`` vector of the rows' primes.
 """
 import numpy as np
 from numba import njit, prange, float64, int64, uint64
 
 from .cpu import USE_IFMA
+from .ifma import as_f64, as_u64, fma
+
+# Exact conversions between uint64 below 2^52 and float64 by bit patterns: without AVX-512
+# there is no vector instruction for uint64 <-> float64 (nor a 64-bit multiply), and LLVM
+# expands them into long scalar sequences.
+_EXP52 = np.uint64(0x4330000000000000)         # bits of 2.0**52
+_F52 = np.float64(2.0 ** 52)
+_MAGIC = np.float64(1.5 * 2.0 ** 52)
+_MAGIC_BITS = np.uint64(0x4338000000000000)    # bits of 1.5 * 2.0**52
+
+
+@njit(cache=True, inline="always")
+def to_f64(x):
+    """float64(x), exactly, for uint64 x < 2^52: bits(2^52) | x is the double 2^52 + x."""
+    return as_f64(x | _EXP52) - _F52
+
+
+@njit(cache=True, inline="always")
+def rem_exact(hi, lo, qh, qd, q):
+    """hi + lo - qh*q as a uint64 in [0, 2q), given that this integer lies in [-q, 2q) and
+    hi + lo is an exact product split as hi = fl(x*y), lo = fma(x, y, -hi) with x*y < 2^102.
+
+    |lo| <= ulp(hi)/2 <= 2^49, so hi - qh*q = r - lo is an integer below 2^52 in magnitude and
+    fma(-qh, q, hi) is exact; adding lo gives the integer r exactly.  r + 1.5*2^52 lies in
+    [2^52, 2^53), where the ulp is 1, so its bits minus those of 1.5*2^52 are r in two's
+    complement; a negative r is then >= 2^64 - q and min(r, r + q) maps it to [0, q)."""
+    r = fma(-qh, qd, hi) + lo
+    ri = as_u64(r + _MAGIC) - _MAGIC_BITS
+    return min(ri, ri + q)
+
+
+@njit(inline="always", cache=True)
+def mulmod_f(a, af, b, q, qinv):
+    """a*b mod q in [0, q) for af = to_f64(a), a < 2^52, b < 2^50 and ab/q < 2^51 (so for any
+    a < 2^52 and b < q < 2^50); qinv = 1.0 / q."""
+    # t = fl(fl(ab) * fl(1/q)) has relative error <= 3*2^-53, below 0.75 on a quotient < 2^51,
+    # so floor(t) is floor(ab/q) - 1, + 0 or + 1 and r = ab - floor(t) q lies in [-q, 2q).
+    bf = to_f64(b)
+    hi = af * bf
+    r = rem_exact(hi, fma(af, bf, -hi), np.floor(hi * qinv), to_f64(q), q)
+    return min(r, r - q)
 
 
 @njit(inline="always", cache=True)
 def mulmod(a, b, q, qinv):
-    """a*b mod q for a, b < 2^50 (any sizes whose exact quotient ab/q is below 2^51)."""
-    # The estimate carries relative error <= 3*2^-53, i.e. < 0.5 on a quotient < 2^51, so
-    # after truncation it is floor(ab/q) - 1, + 0 or + 1 and r lies in [-q, 2q).
-    quot = uint64(float64(a) * float64(b) * qinv)
-    r = int64(a * b - quot * q)  # wrapping uint64 arithmetic is exact modulo 2^64
-    if r < 0:
-        r += int64(q)
-    r = uint64(r)
-    return min(r, r - q)
+    """a*b mod q in [0, q) for a < 2^52, b < 2^50 with ab/q < 2^51 (see :func:`mulmod_f`)."""
+    return mulmod_f(a, to_f64(a), b, q, qinv)
 
 
 @njit(inline="always", cache=True)
@@ -160,17 +195,6 @@ def reduce_signed_rows(x, q, out):
             out[r, j] = uint64(t)
 
 
-@njit(inline="always", cache=True)
-def mulmod_f(a, af, b, q, qinv):
-    """mulmod with float64(a) supplied, for loops that multiply one a by several b."""
-    quot = uint64(af * float64(b) * qinv)
-    r = int64(a * b - quot * q)
-    if r < 0:
-        r += int64(q)
-    r = uint64(r)
-    return min(r, r - q)
-
-
 @njit(cache=True, parallel=True)
 def key_inner_product_portable(ext, key, rows, q_all, out):
     """out[c, r] = sum_d ext[d, r] * key[d, c, rows[r]] (mod q_all[rows[r]]) for c = 0, 1.
@@ -196,7 +220,7 @@ def key_inner_product_portable(ext, key, rows, q_all, out):
             k1 = key[d, 1, g]
             for j in range(n):
                 x = e[j]
-                xf = float64(x)
+                xf = to_f64(x)
                 o0[j] += mulmod_f(x, xf, k0[j], qi, qinv)
                 o1[j] += mulmod_f(x, xf, k1[j], qi, qinv)
         for j in range(n):

@@ -1,7 +1,9 @@
 """Every kernel against a Python-integer reference."""
 import numpy as np
 import pytest
+import sympy
 from hypothesis import given, strategies as st
+from numba import njit
 
 from kernels import basis, modarith, ntt
 from kernels.automorphism import automorphism_coeff, galois_permutation, permute
@@ -50,6 +52,32 @@ def test_elementwise_ops_exact(seed):
     modarith.sub_mul_scalar(a, b, c, Q, out)
     assert np.array_equal(out, ref(lambda x, y, q: 0) * 0 + np.array(
         [[(int(x) - int(y)) * int(ci) % q for x, y in zip(ra, rb)] for ra, rb, ci, q in zip(a, b, c, PRIMES)], dtype=np.uint64))
+
+
+@njit(cache=False)
+def _mulmod_vec(a, b, q):
+    out = np.empty_like(a)
+    qinv = 1.0 / float(q)
+    for j in range(a.shape[0]):
+        out[j] = modarith.mulmod(a[j], b[j], q, qinv)
+    return out
+
+
+@given(st.one_of(st.sampled_from(PRIMES), st.integers(3, (1 << 50) - 1).map(sympy.prevprime)),
+       seeds)
+def test_mulmod_over_its_whole_contract(q, seed):
+    """a < 2^52 (lazy inputs up to 4q), b < q, any prime q < 2^50: the float64 quotient may be
+    off by one either way (below when ab/q is an integer or just above one, as for a = m*q)
+    and the FMA remainder must stay exact, at the extremes too."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 << 52, 96, dtype=np.uint64)
+    b = rng.integers(0, q, 96, dtype=np.uint64)
+    a[:6] = [0, 1, (1 << 52) - 1, (1 << 52) - 1, q - 1, 4 * q - 1 if 4 * q < 1 << 52 else q]
+    b[:6] = [q - 1, q - 1, q - 1, 1, q - 1, q - 1]
+    m = rng.integers(1, ((1 << 52) - 1) // q + 1, 32, dtype=np.uint64)
+    a[6:38] = m * np.uint64(q) + rng.integers(0, 2, 32, dtype=np.uint64)
+    got = _mulmod_vec(a, b, np.uint64(q))
+    assert [int(x) for x in got] == [int(x) * int(y) % q for x, y in zip(a, b)]
 
 
 def test_outputs_may_alias_inputs():

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from kernels.ifma import madd52hi, madd52lo, vadd, vbcast, vload, vmin, vprefetch, vstore, vsub
 from kernels.ifma_arith import GROUP, MASK52, neg_inv52, r52, vmulred, vredc
-from kernels.modarith import mulmod_f
+from kernels.modarith import mulmod_f, to_f64
 from kernels.ntt import USE_IFMA, _fwd_limb_ifma, _fwd_limb_portable
 
 __all__ = ["mul_add_many", "coeff_mul_add_many", "term_groups"]
@@ -55,7 +55,7 @@ def _mont_constants(primes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _mul_acc_limb(b_row, ct, acc, i, qi, qinv):
     for j in range(b_row.shape[0]):
         b = b_row[j]
-        bf = float(b)
+        bf = to_f64(b)
         s = acc[0, i, j] + mulmod_f(b, bf, ct[0, i, j], qi, qinv)
         acc[0, i, j] = min(s, s - qi)
         s = acc[1, i, j] + mulmod_f(b, bf, ct[1, i, j], qi, qinv)
