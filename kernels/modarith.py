@@ -28,13 +28,14 @@ def to_f64(x):
 
 @njit(cache=True, inline="always")
 def rem_exact(hi, lo, qh, qd, q):
-    """hi + lo - qh*q as a uint64 in [0, 2q), given that this integer lies in [-q, 2q) and
-    hi + lo is an exact product split as hi = fl(x*y), lo = fma(x, y, -hi) with x*y < 2^102.
+    """hi + lo - qh*q as a uint64 in [0, 2q), for integer-valued doubles hi, lo and qh where
+    this integer r lies in [-q, 2q) and r - lo lies below 2^52 in magnitude, as it does when
+    hi = fl(x*y), lo = fma(x, y, -hi) split a product x*y < 2^102 (|lo| <= 2^49).
 
-    |lo| <= ulp(hi)/2 <= 2^49, so hi - qh*q = r - lo is an integer below 2^52 in magnitude and
-    fma(-qh, q, hi) is exact; adding lo gives the integer r exactly.  r + 1.5*2^52 lies in
-    [2^52, 2^53), where the ulp is 1, so its bits minus those of 1.5*2^52 are r in two's
-    complement; a negative r is then >= 2^64 - q and min(r, r + q) maps it to [0, q)."""
+    fma(-qh, q, hi) = r - lo is then exact, and adding lo gives the integer r exactly.
+    r + 1.5*2^52 lies in [2^52, 2^53), where the ulp is 1, so its bits minus those of
+    1.5*2^52 are r in two's complement; a negative r is then >= 2^64 - q and min(r, r + q)
+    maps it to [0, q)."""
     r = fma(-qh, qd, hi) + lo
     ri = as_u64(r + _MAGIC) - _MAGIC_BITS
     return min(ri, ri + q)
@@ -159,40 +160,62 @@ def sub_mul_scalar(a, b, c, q, out):
             out[i, j] = mulmod(s, ci, qi, qinv)
 
 
+_TWO32 = np.uint64(1 << 32)
+_MASK32 = np.uint64((1 << 32) - 1)
+
+
+@njit(cache=True, inline="always")
+def signed_to_f64(x):
+    """float64(x), exactly, for int64 |x| < 2^51: the double 1.5*2^52 + x has the bits of
+    1.5*2^52 plus x (its ulp is 1)."""
+    return as_f64(uint64(x) + _MAGIC_BITS) - _MAGIC
+
+
+@njit(cache=True, inline="always")
+def reduce_signed_one(v, q, qd, qinv, rd):
+    """v mod q in [0, q) for any int64 v and prime q < 2^50; qd = float(q), qinv = 1.0 / q,
+    rd = float(2^32 mod q).
+
+    Without int64 <-> float64 conversions or 64-bit multiplies (AVX2 has neither): v = vh 2^32
+    + vl with |vh| <= 2^31 and 0 <= vl < 2^32, both exact as doubles, and T = vh rd + vl = v
+    (mod q) with |T / q| < 2^32.  hi = fl(vh rd) and lo = fma(vh, rd, -hi) split vh rd exactly
+    (|lo| <= 2^28); the estimate fl(fl(hi + vl) / q) is within 2^-20 of T / q, so its floor
+    leaves T - qh q in [-q, 2q), which rem_exact computes exactly."""
+    vh = signed_to_f64(v >> 32)
+    vl = to_f64(uint64(v) & _MASK32)
+    hi = vh * rd
+    r = rem_exact(hi, fma(vh, rd, -hi) + vl, np.floor((hi + vl) * qinv), qd, q)
+    return min(r, r - q)
+
+
 @njit(cache=True, parallel=True)
 def reduce_signed(x, q, out):
-    """out[i, j] = x[j] mod q[i] for signed int64 coefficients |x| <= 2^62 (encoding, sampling).
-
-    A float64 quotient estimate is off by at most one for |x| <= 2^62 and q < 2^61, so two
-    conditional corrections replace a hardware division (~10x faster; the loop vectorizes)."""
+    """out[i, j] = x[j] mod q[i] for signed int64 coefficients (encoding, sampling), with
+    :func:`reduce_signed_one`: no hardware division, the loop vectorizes."""
     k, n = out.shape
     for i in prange(k):
-        qi = int64(q[i])
-        qinv = 1.0 / float64(qi)
+        qi = q[i]
+        qd = to_f64(qi)
+        qinv = 1.0 / qd
+        rd = to_f64(_TWO32 % qi)
         for j in range(n):
-            v = x[j]
-            r = v - int64(float64(v) * qinv) * qi
-            r = r + qi if r < 0 else r
-            r = r - qi if r >= qi else r
-            out[i, j] = uint64(r)
+            out[i, j] = reduce_signed_one(x[j], qi, qd, qinv, rd)
 
 
 @njit(cache=True, parallel=True)
 def reduce_signed_rows(x, q, out):
-    """out[b * k + i, j] = x[b, j] mod q[i] for a batch of signed int64 vectors (|x| <= 2^62):
+    """out[b * k + i, j] = x[b, j] mod q[i] for a batch of signed int64 vectors:
     :func:`reduce_signed` over many vectors in one parallel region."""
     nb, n = x.shape
     k = q.shape[0]
     for r in prange(nb * k):
         b, i = r // k, r % k
-        qi = int64(q[i])
-        qinv = 1.0 / float64(qi)
+        qi = q[i]
+        qd = to_f64(qi)
+        qinv = 1.0 / qd
+        rd = to_f64(_TWO32 % qi)
         for j in range(n):
-            v = x[b, j]
-            t = v - int64(float64(v) * qinv) * qi
-            t = t + qi if t < 0 else t
-            t = t - qi if t >= qi else t
-            out[r, j] = uint64(t)
+            out[r, j] = reduce_signed_one(x[b, j], qi, qd, qinv, rd)
 
 
 @njit(cache=True, parallel=True)

@@ -89,14 +89,29 @@ def test_outputs_may_alias_inputs():
     assert np.array_equal(a, expect)
 
 
-@given(seeds)
-def test_reduce_signed(seed):
+@given(seeds, st.lists(st.integers(3, (1 << 50) - 1).map(sympy.prevprime), min_size=1,
+                       max_size=3))
+def test_reduce_signed(seed, extra_primes):
+    """Any int64, including the extremes and planted multiples of q (exact quotients, where the
+    float64 estimate may fall either side), for the package's primes and random ones < 2^50;
+    the batched form too."""
+    primes = PRIMES + extra_primes
+    q = np.array(primes, dtype=np.uint64)
     rng = np.random.default_rng(seed)
-    x = rng.integers(-(2 ** 62), 2 ** 62, N, dtype=np.int64)
-    x[:3] = [-1, 0, -(2 ** 62)]
-    out = np.empty((len(PRIMES), N), dtype=np.uint64)
-    modarith.reduce_signed(x, Q, out)
-    assert np.array_equal(out, np.array([[int(v) % q for v in x] for q in PRIMES], dtype=np.uint64))
+    x = rng.integers(-(2 ** 63), 2 ** 63 - 1, N, dtype=np.int64, endpoint=True)
+    x[:8] = [-1, 0, 1, -(2 ** 62), 2 ** 62, -(2 ** 63), 2 ** 63 - 1, -(2 ** 32)]
+    x[8:24] = rng.integers(-(2 ** 40), 2 ** 40, 16)  # small coefficients, as encoding makes
+    for j, p in enumerate(primes):
+        m = rng.integers(-(2 ** 62) // p, (2 ** 62) // p, 4)
+        x[24 + 4 * j: 28 + 4 * j] = m * p + np.array([-1, 0, 0, 1])
+    out = np.empty((len(primes), N), dtype=np.uint64)
+    modarith.reduce_signed(x, q, out)
+    expect = np.array([[int(v) % p for v in x] for p in primes], dtype=np.uint64)
+    assert np.array_equal(out, expect)
+    rows = np.empty((2 * len(primes), N), dtype=np.uint64)
+    modarith.reduce_signed_rows(np.stack([x, x[::-1].copy()]), q, rows)
+    assert np.array_equal(rows[:len(primes)], expect)
+    assert np.array_equal(rows[len(primes):], expect[:, ::-1])
 
 
 @given(seeds, st.integers(1, 4), st.integers(1, 4))
