@@ -24,7 +24,8 @@ from kernels.ifma_arith import GROUP
 
 from .counts import BATCH
 
-__all__ = ["machine", "table_key", "calibrate", "Calibration", "SHIPPED", "default_path"]
+__all__ = ["machine", "table_key", "calibrate", "Calibration", "SHIPPED", "default_path",
+           "OtherMachineWarning"]
 
 SHIPPED = Path(__file__).resolve().parent / "calibration.json"
 HOIST_STEPS = 8
@@ -36,6 +37,11 @@ def default_path() -> Path:
     ``$HEMET_CALIBRATION``, else the shipped file."""
     env = os.environ.get("HEMET_CALIBRATION")
     return Path(env) if env else SHIPPED
+
+
+class OtherMachineWarning(UserWarning):
+    """Latencies predicted from tables measured on another machine (CPU, cores or kernel
+    path): they are that machine's, not this one's."""
 
 
 def _cpu_model() -> str:
@@ -75,6 +81,11 @@ def _commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def _describe(m: dict) -> str:
+    path = "IFMA" if m.get("ifma_used") else "portable"
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {path} kernels"
 
 
 def table_key(log_n: int, depth: int, dnum: int, threads: int) -> str:
@@ -263,16 +274,26 @@ class Calibration:
         self.path = path
 
     @classmethod
-    def load(cls, path=None) -> "Calibration":
+    def load(cls, path=None, warn: bool = True) -> "Calibration":
+        """The tables at ``path`` (default :func:`default_path`); where that file does not
+        exist yet, the shipped ones.  ``warn``: an :class:`OtherMachineWarning` when they were
+        measured on another machine."""
         path = Path(path) if path else default_path()
-        if not path.is_file():
-            if path != SHIPPED and SHIPPED.is_file():
-                return cls(json.loads(SHIPPED.read_text()), path)
+        src = path if path.is_file() else SHIPPED
+        if not src.is_file():
             return cls(path=path)
-        data = json.loads(path.read_text())
+        data = json.loads(src.read_text())
         if data.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a calibration file")
-        return cls(data, path)
+            raise ValueError(f"{src} is not a calibration file")
+        cal = cls(data, path)
+        if warn and cal.tables and not cal.same_machine():
+            theirs, mine = data.get("machine", {}), machine()
+            warnings.warn(
+                f"latency calibration {src} was measured on another machine ({_describe(theirs)}; "
+                f"this one: {_describe(mine)}): predicted seconds are that machine's.  Time this "
+                "one with `hemet calibrate --out FILE` and set HEMET_CALIBRATION=FILE",
+                OtherMachineWarning, stacklevel=2)
+        return cal
 
     def save(self, path=None) -> Path:
         path = Path(path or self.path or default_path())
@@ -292,6 +313,7 @@ class Calibration:
         self.tables[table_key(table["log_n"], table["depth"], table["dnum"], table["threads"])] = table
 
     def same_machine(self) -> bool:
+        """Measured on a machine like this one: same CPU model, cores and kernel path."""
         mine, theirs = machine(), self.data.get("machine", {})
         return all(mine.get(k) == theirs.get(k) for k in ("cpu", "cores", "ifma_used"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 __all__ = ["calibrate_setup", "calibrate_run", "search_setup", "search_run"]
 
@@ -24,7 +25,7 @@ def calibrate_setup(p: argparse.ArgumentParser) -> None:
 
 
 def calibrate_run(a) -> int:
-    from .calibrate import Calibration, calibrate, default_path
+    from .calibrate import SHIPPED, Calibration, calibrate, default_path
     from .params import select_parameters
     sets = []
     if a.depths:
@@ -35,8 +36,18 @@ def calibrate_run(a) -> int:
         for s in a.params:
             ln, d, dn = (int(x) for x in s.split(":"))
             sets.append((ln, d, dn))
-    path = a.out or default_path()
-    cal = Calibration.load(path)
+    path = Path(a.out) if a.out else default_path()
+    cal = Calibration.load(path, warn=False)
+    if cal.tables and not cal.same_machine():
+        # one file holds one machine's timings: tables from another would be relabelled as ours
+        if path.resolve() == SHIPPED.resolve():
+            raise SystemExit("hemet calibrate: the shipped calibration was measured on another "
+                             "machine; write this one's with --out FILE (then set "
+                             "HEMET_CALIBRATION=FILE)")
+        if path.is_file():
+            print(f"{path}: starting afresh (its {len(cal.tables)} tables were measured on "
+                  "another machine)", file=sys.stderr, flush=True)
+        cal = Calibration(path=path)
     for ln, d, dn in sets:
         for t in a.threads:
             levels = sorted(set(range(0, d + 1, a.level_step)) | {d, 1})

@@ -1,4 +1,5 @@
 """Predicted latency = sum of count x calibrated latency; calibration files; parameter choice."""
+import json
 import sys
 import time
 import warnings
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import ckks
-from hemet.search.calibrate import Calibration, calibrate, table_key
+from hemet.search.calibrate import Calibration, calibrate, machine, table_key
 from hemet.search.counts import OPS, ProgramCounts, StepCount
 from hemet.search.cost import predict
 from hemet.search.params import select_parameters
@@ -156,3 +157,64 @@ def test_prediction_tracks_a_measured_run():
     pred = predict(count_program(prog, params, cache_bytes=None), params, threads, cal).seconds
     # generous: CI machines are shared; the 20% check is on the real networks (README)
     assert 0.33 < pred / float(np.median(runs)) < 3.0
+
+
+def _other_machine_file(path, tables=("N2^11-L2-dnum2-t1",)):
+    from hemet.search.calibrate import FORMAT
+    other = dict(machine(), cpu="Some Other CPU", cores=64)
+    path.write_text(json.dumps({"format": FORMAT, "version": 1, "machine": other,
+                                "tables": {k: {"log_n": 11, "depth": 2, "dnum": 2, "threads": 1,
+                                               "ops": {}} for k in tables}}))
+    return path
+
+
+def test_tables_from_another_machine_warn(tmp_path, monkeypatch):
+    """Predictions from another machine's tables say so; this machine's are silent."""
+    import warnings
+    from hemet.search import calibrate as cmod
+    f = _other_machine_file(tmp_path / "other.json")
+    with pytest.warns(cmod.OtherMachineWarning, match="Some Other CPU, 64 cores"):
+        cal = Calibration.load(f)
+    assert not cal.same_machine() and list(cal.tables) == ["N2^11-L2-dnum2-t1"]
+    d = json.loads(f.read_text())
+    d["machine"] = machine()
+    f.write_text(json.dumps(d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Calibration.load(f).same_machine()
+    # a file not written yet falls back to the shipped tables, with the same check
+    monkeypatch.setattr(cmod, "SHIPPED", _other_machine_file(tmp_path / "shipped.json"))
+    with pytest.warns(cmod.OtherMachineWarning):
+        assert list(Calibration.load(tmp_path / "new.json").tables) == ["N2^11-L2-dnum2-t1"]
+
+
+def test_calibrate_keeps_one_machine_per_file(tmp_path, monkeypatch):
+    """`hemet calibrate` never files its tables beside another machine's (they would be
+    relabelled as this machine's), and will not overwrite the shipped file from another one."""
+    import argparse
+    from hemet.search import calibrate as cmod
+    from hemet.search.commands import calibrate_run, calibrate_setup
+    monkeypatch.setattr(cmod, "calibrate", lambda ln, d, dn, threads, levels, log: {
+        "log_n": ln, "depth": d, "dnum": dn, "threads": threads, "ops": {"rotate": [1.0]}})
+    shipped = _other_machine_file(tmp_path / "shipped.json", ["N2^15-L12-dnum2-t1"])
+    monkeypatch.setattr(cmod, "SHIPPED", shipped)
+    p = argparse.ArgumentParser()
+    calibrate_setup(p)
+
+    def run(out):
+        return calibrate_run(p.parse_args(["--params", "11:2:2", "--threads", "1", "--out", str(out)]))
+
+    for out in (tmp_path / "new.json", _other_machine_file(tmp_path / "old.json")):
+        assert run(out) == 0
+        d = json.loads(out.read_text())
+        assert list(d["tables"]) == [table_key(11, 2, 2, 1)] and d["machine"] == machine()
+    # this machine's file: tables are added to it
+    monkeypatch.setattr(cmod, "calibrate", lambda ln, d, dn, threads, levels, log: {
+        "log_n": ln, "depth": d, "dnum": dn, "threads": threads, "ops": {"rotate": [2.0]}})
+    assert calibrate_run(p.parse_args(["--params", "11:3:2", "--threads", "1", "--out",
+                                       str(tmp_path / "new.json")])) == 0
+    assert sorted(json.loads((tmp_path / "new.json").read_text())["tables"]) == sorted(
+        [table_key(11, 2, 2, 1), table_key(11, 3, 2, 1)])
+    with pytest.raises(SystemExit, match="shipped calibration was measured on another machine"):
+        run(shipped)
+    assert list(json.loads(shipped.read_text())["tables"]) == ["N2^15-L12-dnum2-t1"]
