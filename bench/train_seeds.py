@@ -7,7 +7,7 @@ at a time: the runs that ``bench/seeds.py`` tabulates.
 
 Each (network, seed) is one process writing ``<runs>/seed<S>-<network>`` (config, log,
 checkpoints) and its exported model in ``export/`` (CIFAR-10, as ``bench/seeds.py``).  The recipe is the README's
-(``--epochs 60 --lr 0.03 --cutout 8``); arguments after ``--`` are added to every run's
+(``--epochs 60 --lr 0.03 --cutout 8``, bf16); arguments after ``--`` are added to every run's
 command.  Finished runs are skipped and unfinished ones resumed, so the command can be run
 again after an interruption.  The most expensive runs (by MACs) start first, which keeps
 the workers busy to the end.  At the end it prints the ``bench/seeds.py`` command for the
@@ -27,7 +27,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RECIPE = ["--epochs", "60", "--lr", "0.03", "--cutout", "8"]
+# bf16 as well: "auto" would train in fp32 on CPUs without native bf16, a recipe of its own
+RECIPE = ["--epochs", "60", "--lr", "0.03", "--cutout", "8", "--precision", "bf16"]
+
+
+def precision_note(device: str, extra: list[str]) -> str | None:
+    """What to say where the recipe's bf16 is emulated on this device (slow), or None."""
+    if "--precision" in extra:
+        return None
+    from hemet.train import resolve_device, resolve_precision
+    dev = resolve_device(device)
+    if resolve_precision("auto", dev) == "bf16":
+        return None
+    return (f"note: the recipe trains in bf16, as the runs in bench/results/seeds.json did; "
+            f"{dev} has no native bf16, so torch emulates it (4.9x slower per step than fp32 "
+            "on an AVX2-only AMD EPYC).  `-- --precision fp32` is faster, but its runs form a "
+            "table of their own: bench/seeds.py refuses to mix recipes")
 
 
 def parse_seeds(specs: list[str]) -> list[int]:
@@ -83,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     from hemet import zoo
     for m in a.models:
         zoo.build(m)  # an unknown name fails here, not in a worker an hour later
+    note = precision_note(a.device, a.extra)
+    if note:
+        print(note, flush=True)
     runs_dir = Path(a.runs)
     todo, dirs = [], []
     for m in a.models:

@@ -74,3 +74,22 @@ def test_train_seeds_resumes_and_reports_failure(tmp_path, capsys, monkeypatch):
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert "resumed dwsep at epoch 1/2" in (run / "train.out").read_text()
+
+
+def test_recipe_pins_bf16_and_says_where_it_is_emulated(tmp_path, monkeypatch):
+    """The table's runs trained in bf16; "auto" would pick fp32 on a CPU without native bf16
+    and give runs that bench/seeds.py refuses to tabulate with them."""
+    pytest.importorskip("torch", reason="torch not installed")
+    import argparse
+    import train_seeds
+    from hemet import train
+    a = argparse.Namespace(threads=1, device="cpu", data=None, extra=[])
+    cmd = train_seeds.command("squeezenet", 3, tmp_path / "run", a)
+    assert cmd[cmd.index("--precision") + 1] == "bf16"
+    table = json.loads((ROOT / "bench" / "results" / "seeds.json").read_text())
+    assert table["recipe"]["precision"] == "bf16"
+    monkeypatch.setattr(train, "resolve_precision", lambda p, d="cpu": "fp32")
+    assert "emulates" in train_seeds.precision_note("cpu", [])
+    assert train_seeds.precision_note("cpu", ["--precision", "fp32"]) is None
+    monkeypatch.setattr(train, "resolve_precision", lambda p, d="cpu": "bf16")
+    assert train_seeds.precision_note("cpu", []) is None
