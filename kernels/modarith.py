@@ -18,6 +18,7 @@ _EXP52 = np.uint64(0x4330000000000000)         # bits of 2.0**52
 _F52 = np.float64(2.0 ** 52)
 _MAGIC = np.float64(1.5 * 2.0 ** 52)
 _MAGIC_BITS = np.uint64(0x4338000000000000)    # bits of 1.5 * 2.0**52
+_F32 = np.float64(2.0 ** 32)
 
 
 @njit(cache=True, inline="always")
@@ -61,13 +62,14 @@ def mulmod(a, b, q, qinv):
 
 @njit(inline="always", cache=True)
 def reduce_small(x, q, qinv):
-    """x mod q for x < 2^63 (used for lazily accumulated sums)."""
-    quot = uint64(float64(x) * qinv)
-    r = int64(x - quot * q)
-    if r < 0:
-        r += int64(q)
-    r = uint64(r)
-    return min(r, r - q)
+    """x mod q for x < 2^63 (lazily accumulated sums), by :func:`reduce_signed_one`."""
+    # 2^32 mod q in float64 (loop-invariant: LLVM hoists it).  fl(2^32 fl(1/q)) is within
+    # 2^32/q * 2^-52 < 1/q of 2^32/q, whose fractional part is at least 1/q (q is odd), so t
+    # is floor(2^32 / q) exactly and the FMA gives 2^32 - t q exactly.
+    qd = to_f64(q)
+    t = np.floor(_F32 * qinv)
+    rd = fma(-t, qd, _F32)
+    return reduce_signed_one(int64(x), q, qd, qinv, rd)
 
 
 @njit(cache=True, parallel=True)

@@ -80,6 +80,29 @@ def test_mulmod_over_its_whole_contract(q, seed):
     assert [int(x) for x in got] == [int(x) * int(y) % q for x, y in zip(a, b)]
 
 
+@njit(cache=False)
+def _reduce_small_vec(x, q):
+    out = np.empty_like(x)
+    qinv = 1.0 / float(q)
+    for j in range(x.shape[0]):
+        out[j] = modarith.reduce_small(x[j], q, qinv)
+    return out
+
+
+@given(st.one_of(st.sampled_from(PRIMES), st.integers(3, (1 << 50) - 1).map(sympy.prevprime)),
+       seeds)
+def test_reduce_small_over_its_whole_contract(q, seed):
+    """Any x < 2^63 (the key-switching sums), q below and above 2^32 (where 2^32 mod q is 2^32),
+    planted multiples of q and their neighbours."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 1 << 63, 96, dtype=np.uint64)
+    x[:4] = [0, 1, (1 << 63) - 1, q]
+    m = rng.integers(1, ((1 << 63) - 2) // q, 30, dtype=np.uint64)
+    x[4:34] = m * np.uint64(q) + np.tile(np.array([0, 1, np.uint64(q - 1)], np.uint64), 10)
+    got = _reduce_small_vec(x, np.uint64(q))
+    assert [int(v) for v in got] == [int(v) % q for v in x]
+
+
 def test_outputs_may_alias_inputs():
     rng = np.random.default_rng(0)
     a, b = rand_residues(rng, PRIMES), rand_residues(rng, PRIMES)
