@@ -404,3 +404,36 @@ def test_rotate_ext_many_key_pairs(wide, path, level, count):
     got = ks.rotate_ext_many(ext, keys, c0, perms, level)
     for i in range(count):
         assert np.array_equal(got[i], ks.rotate_ext(ext, keys[i], c0, perms[i], level))
+
+
+_COMPILE_FOR_IFMA = '''
+from numba import types
+from hemet.he import _fused
+from kernels import ntt, rescale
+u2, u1 = types.Array(types.uint64, 2, "C"), types.Array(types.uint64, 1, "C")
+i1, u3 = types.Array(types.int64, 1, "C"), types.Array(types.uint64, 3, "C")
+L3, L2, Li = types.ListType(u3), types.ListType(u2), types.ListType(i1)
+ntt._forward_ifma_parallel.compile((u2, i1, u1, u2, u2))
+ntt._inverse_ifma_parallel.compile((u2, i1, u1, u2, u2, u1, u1, u1, u1))
+rescale._rescale_rows_ifma.compile((u2, u1, types.uint64, i1, u1, u2, u2, u1, u1, u2, u2))
+_fused._mul_add_many_ifma.compile((L3, L2, L3, u1, u1, u1, u1, i1, i1))
+_fused._coeff_mul_add_many_ifma.compile((L3, Li, L3, u1, i1, u2, u2, u1, u1, u1, i1, i1))
+print("compiled")
+'''
+
+
+@pytest.mark.skipif(cpu.HAS_IFMA, reason="this CPU runs the IFMA kernels (the tests above)")
+def test_ifma_kernels_compile_for_an_ifma_cpu(tmp_path):
+    """Where the CPU lacks IFMA nothing else compiles the IFMA kernels, yet they inline code
+    shared with the portable path (modarith's reductions, the NTT helpers): compile the entry
+    points that do for an IFMA CPU (Ice Lake server), in a subprocess with its own cache.
+    Without the explicit features LLVM fails on these kernels whatever their code."""
+    import os
+    import subprocess
+    import sys
+    features = "+avx512f,+avx512ifma,+avx512vl,+avx512dq,+avx512bw,+avx512cd,+avx2,+fma,+avx,+bmi2"
+    env = dict(os.environ, NUMBA_CPU_NAME="icelake-server", NUMBA_CPU_FEATURES=features,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    got = subprocess.run([sys.executable, "-c", _COMPILE_FOR_IFMA], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert got.returncode == 0 and "compiled" in got.stdout, got.stderr[-3000:]
