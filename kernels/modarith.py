@@ -63,13 +63,8 @@ def mulmod(a, b, q, qinv):
 @njit(inline="always", cache=True)
 def reduce_small(x, q, qinv):
     """x mod q for x < 2^63 (lazily accumulated sums), by :func:`reduce_signed_one`."""
-    # 2^32 mod q in float64 (loop-invariant: LLVM hoists it).  fl(2^32 fl(1/q)) is within
-    # 2^32/q * 2^-52 < 1/q of 2^32/q, whose fractional part is at least 1/q (q is odd), so t
-    # is floor(2^32 / q) exactly and the FMA gives 2^32 - t q exactly.
-    qd = to_f64(q)
-    t = np.floor(_F32 * qinv)
-    rd = fma(-t, qd, _F32)
-    return reduce_signed_one(int64(x), q, qd, qinv, rd)
+    qd = to_f64(q)  # the constants are loop-invariant: LLVM hoists them out of callers' loops
+    return reduce_signed_one(int64(x), q, qd, qinv, two32_mod(qd, qinv))
 
 
 @njit(cache=True, parallel=True)
@@ -162,8 +157,18 @@ def sub_mul_scalar(a, b, c, q, out):
             out[i, j] = mulmod(s, ci, qi, qinv)
 
 
-_TWO32 = np.uint64(1 << 32)
 _MASK32 = np.uint64((1 << 32) - 1)
+
+
+@njit(cache=True, inline="always")
+def two32_mod(qd, qinv):
+    """2^32 mod q as a float64, exactly, for a prime q < 2^50 (qd = float(q), qinv = 1.0 / q).
+
+    fl(2^32 fl(1/q)) is within 2^32/q * 2^-52 < 1/q of 2^32/q, whose fractional part is 0
+    (q = 2, where every step is exact) or at least 1/q, so t is floor(2^32 / q) and the FMA
+    gives 2^32 - t q exactly."""
+    t = np.floor(_F32 * qinv)
+    return fma(-t, qd, _F32)
 
 
 @njit(cache=True, inline="always")
@@ -190,34 +195,31 @@ def reduce_signed_one(v, q, qd, qinv, rd):
     return min(r, r - q)
 
 
+@njit(cache=True, inline="always")
+def reduce_signed_row(x, q, out):
+    """out[j] = x[j] mod q for signed int64 x, by :func:`reduce_signed_one`."""
+    qd = to_f64(q)
+    qinv = 1.0 / qd
+    rd = two32_mod(qd, qinv)
+    for j in range(x.shape[0]):
+        out[j] = reduce_signed_one(x[j], q, qd, qinv, rd)
+
+
 @njit(cache=True, parallel=True)
 def reduce_signed(x, q, out):
     """out[i, j] = x[j] mod q[i] for signed int64 coefficients (encoding, sampling), with
     :func:`reduce_signed_one`: no hardware division, the loop vectorizes."""
-    k, n = out.shape
-    for i in prange(k):
-        qi = q[i]
-        qd = to_f64(qi)
-        qinv = 1.0 / qd
-        rd = to_f64(_TWO32 % qi)
-        for j in range(n):
-            out[i, j] = reduce_signed_one(x[j], qi, qd, qinv, rd)
+    for i in prange(out.shape[0]):
+        reduce_signed_row(x, q[i], out[i])
 
 
 @njit(cache=True, parallel=True)
 def reduce_signed_rows(x, q, out):
     """out[b * k + i, j] = x[b, j] mod q[i] for a batch of signed int64 vectors:
     :func:`reduce_signed` over many vectors in one parallel region."""
-    nb, n = x.shape
     k = q.shape[0]
-    for r in prange(nb * k):
-        b, i = r // k, r % k
-        qi = q[i]
-        qd = to_f64(qi)
-        qinv = 1.0 / qd
-        rd = to_f64(_TWO32 % qi)
-        for j in range(n):
-            out[r, j] = reduce_signed_one(x[b, j], qi, qd, qinv, rd)
+    for r in prange(x.shape[0] * k):
+        reduce_signed_row(x[r // k], q[r % k], out[r])
 
 
 @njit(cache=True, parallel=True)

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from kernels.ifma import madd52hi, madd52lo, vadd, vbcast, vload, vmin, vprefetch, vstore, vsub
 from kernels.ifma_arith import GROUP, MASK52, neg_inv52, r52, vmulred, vredc
-from kernels.modarith import mulmod_f, reduce_signed_one, to_f64
+from kernels.modarith import mulmod_f, reduce_signed_row, to_f64
 from kernels.ntt import USE_IFMA, _fwd_limb_ifma, _fwd_limb_portable
 
 __all__ = ["mul_add_many", "coeff_mul_add_many", "term_groups"]
@@ -177,16 +177,6 @@ def mul_add_many(cts, pts, accs, q, acc_index=None, ifma: bool = USE_IFMA) -> No
 
 
 # -- compact plaintexts: reduction and NTT per limb in a per-thread buffer --------------------
-@njit(cache=True, inline="always")
-def _reduce_signed_row(c, qi, out):
-    """out = c mod qi for signed int64 c, as ``modarith.reduce_signed``."""
-    qd = to_f64(qi)
-    qinv = 1.0 / qd
-    rd = to_f64(np.uint64(1 << 32) % qi)
-    for j in range(c.shape[0]):
-        out[j] = reduce_signed_one(c[j], qi, qd, qinv, rd)
-
-
 @njit(cache=True, parallel=True)
 def _coeff_mul_add_many_ifma(cts, coeffs, accs, q, rows, w, ws, qneg, r, rs, order, starts):
     k = cts[0].shape[1]
@@ -204,7 +194,7 @@ def _coeff_mul_add_many_ifma(cts, coeffs, accs, q, rows, w, ws, qneg, r, rs, ord
         for g in range(starts.shape[0] - 1):
             cnt, t0, t1, t2, t3 = _group(order, starts, g)
             for u in range(cnt):
-                _reduce_signed_row(coeffs[order[starts[g] + u]], qi, buf[u])
+                reduce_signed_row(coeffs[order[starts[g] + u]], qi, buf[u])
                 _fwd_limb_ifma(buf[u], w[p], ws[p], qi)
             _group_mul_acc_ifma(accs[t0], cnt, cts[t0], cts[t1], cts[t2], cts[t3],
                                 buf, buf, buf, buf, np.uint64(0), n, n + n, n + n + n,
@@ -221,7 +211,7 @@ def _coeff_mul_add_many_portable(cts, coeffs, accs, q, rows, w, wf):
         qinv = 1.0 / float(qi)
         p = rows[i]
         for t in range(len(coeffs)):
-            _reduce_signed_row(coeffs[t], qi, buf)
+            reduce_signed_row(coeffs[t], qi, buf)
             _fwd_limb_portable(buf, w[p], wf[p], q[i])
             _mul_acc_limb(buf, cts[t], accs[t], i, qi, qinv)
 
