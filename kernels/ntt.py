@@ -10,9 +10,10 @@ array; ``rows[i]`` names the table row (prime) of row ``i``.
 
 Two kernel families with the same contract:
 
-* portable: Cooley-Tukey / Gentleman-Sande with Harvey lazy reduction and a modular
-  multiplication in float64 arithmetic (quotient estimate + exact FMA products, exact for
-  primes < 2^50); LLVM auto-vectorises it.
+* portable: Cooley-Tukey / Gentleman-Sande in float64 arithmetic on four-lane vectors
+  (``kernels/f64x4.py``, generic LLVM vector IR): signed lazy values between stages, a
+  quotient estimate and exact FMA products, exact for primes < 2^50; radix-4 passes over
+  memory and the last three stages in registers.
 * ifma: AVX-512 IFMA (52-bit multiply-add) through llvmlite intrinsics, see ``kernels/ifma.py``;
   compiled only when first called, and only called when the CPU has IFMA.
 
@@ -28,8 +29,9 @@ their memory stages and their in-register 16-element blocks (``_fwd_head_ifma`` 
 ``_fwd_block16_ifma``, ``_inv_block16_ifma`` + ``_inv_tail_ifma``) for kernels that run the
 blocks inside a pass of their own.
 
-Single-thread medians on this machine (IFMA / portable, microseconds per limb, forward and
-inverse alike): N=2^14: 28 / 67, N=2^15: 52 / 135, N=2^16: 105 / 290.
+Single-thread medians (microseconds per limb, forward and inverse alike): IFMA on the
+AVX-512 Xeon: N=2^14: 28, N=2^15: 52, N=2^16: 105; portable on an AVX2 EPYC (Zen 3):
+N=2^15: 131 / 130 (the scalar-form kernels it replaced: 254 / 246).
 """
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ from .cpu import HAS_IFMA, USE_IFMA
 from .ifma import (madd52hi, madd52lo, shuf_even, shuf_hi1, shuf_hi2, shuf_hi4, shuf_ihi,
                    shuf_ilo, shuf_lo1, shuf_lo2, shuf_lo4, shuf_odd, spread2, spread4, vadd,
                    vand, vbcast, vload, vmin, vstore, vsub)
-from .ifma import fma
-from .modarith import rem_exact, to_f64
+from .f64x4 import (fadd, fadd_if_neg, fbcast, fload, fload_dup2, fmul, fnfma, frint, fshuf_even,
+                    fshuf_hi1, fshuf_hi2, fshuf_ihi, fshuf_ilo, fshuf_lo1, fshuf_lo2, fshuf_odd,
+                    fstore, fsub)
+from .modarith import to_f64
 
 MAX_PRIME_BITS = 50
 MIN_LOG_N = 4
@@ -242,149 +246,205 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
 # ---------------------------------------------------------------------------------------------
 # portable kernels
 # ---------------------------------------------------------------------------------------------
-# mulred(x, w, wf, q) = x*w mod q in [0, 2q), for x < 4q < 2^52, w < q, wf = fl(w/q), exactly,
-# with float64 arithmetic only (no 64-bit integer multiply, no float<->int conversions: both
-# are slow or emulated without AVX-512; this form ran 2.7x faster on an AVX2 target and as
-# fast on AVX-512).  x is exact and wf has relative error <= 2^-53, so t = fl(x * wf) is
-# within 1 of z = x*w/q < 4q < 2^52 (two roundings, z * 2^-52 < 1); qh = floor(t) is
-# floor(z) - 1, floor(z) or floor(z) + 1, so r = x*w - qh*q lies in (-q, 2q), which
-# modarith.rem_exact computes exactly.
-@njit(cache=True, inline="always")
-def _mulred(x, w, wf, q):
-    xd = to_f64(x)
-    wd = to_f64(w)
-    hi = xd * wd
-    return rem_exact(hi, fma(xd, wd, -hi), np.floor(xd * wf), to_f64(q), q)
-
-
-@njit(cache=True, inline="always")
-def _ct(u, v, w, wf, q, two_q):
-    # Cooley-Tukey butterfly, inputs and outputs in [0, 4q)
-    u = min(u, u - two_q)                 # [0, 2q)
-    v = _mulred(v, w, wf, q)              # [0, 2q)
-    return u + v, u - v + two_q           # [0, 4q), (0, 4q)
-
-
-@njit(cache=True, inline="always")
-def _gs(u, v, w, wf, q, two_q):
-    # Gentleman-Sande butterfly, inputs and outputs in [0, 2q)
-    s = u + v                             # [0, 4q)
-    return min(s, s - two_q), _mulred(u - v + two_q, w, wf, q)
-
+# The portable kernels compute in float64, on four-lane vectors (kernels/f64x4.py): each limb
+# is converted in place to float64 integers by the first pass and back to uint64 residues in
+# [0, q) by the last (the row's memory is viewed as float64 in between), so no butterfly
+# converts between integers and floats, which AVX2 can only do through bit tricks.  Values
+# are signed between stages.  Measured on an AVX2 EPYC, N = 2^15: 131 / 130 us per limb
+# forward / inverse, against 254 / 246 us for the uint64 kernels with a float quotient that
+# these replace; the last three stages run in registers, where the loop vectoriser had left
+# the short stages (t <= 8) scalar at two to three times a long stage's cost.
+#
+# Why exact, for primes q < 2^50 and integer-valued lanes x with |x| < 2^52:
+# * red(x) = x - rint(x * fl(1/q)) * q in one FMA: the quotient estimate is within
+#   |x/q| * 2^-52 < 2^-50 of x/q, and x/q is at least 1/(2q) > 2^-51 away from a half
+#   integer (q is odd), so rint picks the nearest integer to x/q and |red(x)| <= (q - 1)/2.
+# * mulred(x, w, wf) = x*w - rint(x * wf) * q for w < q, wf = fl(w/q): t = fl(x * wf) is
+#   within |z| * 2^-52 of z = x*w/q, so r = q * (z - rint(t)) has |r| < q * (1/2 + |x| 2^-52),
+#   below q for |x| <= 2q and below 1.5q for any |x| < 2^52.  With hi = fl(x*w) the product
+#   is hi + lo exactly, lo = fma(x, w, -hi), |lo| <= 2^49; hi - k*q = r - lo is an integer
+#   below 2^53 in magnitude, so one FMA computes it exactly, and adding lo gives r exactly.
+# * Cooley-Tukey (u, v) -> red(u) +- mulred(v): outputs below q/2 + 1.5q = 2q from any inputs
+#   below 2^52, so every forward stage after the first sees |x| <= 2q.
+# * Gentleman-Sande (u, v) -> red(u + v), mulred(u - v): from inputs below 2^52 the outputs
+#   fall below 1.5q, then below q/2 + |u - v| 2^-52 q + q/2 < 1.25q, and so on towards q;
+#   every sum stays far below 2^53, so the integers are exact throughout.
+# * out(x) = red(x), plus q where negative: [0, q).
+# So both kernels take uint64 inputs below 2^52, not only residues.
 
 @njit(cache=True, inline="always")
-def _gs_last(u, v, ni, nif, w1n, w1nf, q, two_q):
-    # last Gentleman-Sande stage with N^-1 folded in; outputs in [0, q)
-    s = _mulred(u + v, ni, nif, q)
-    d = _mulred(u - v + two_q, w1n, w1nf, q)
-    return min(s, s - q), min(d, d - q)
+def _fred(x, q, qinv):
+    return fnfma(frint(fmul(x, qinv)), q, x)
 
 
 @njit(cache=True, inline="always")
-def _red4(u, q, two_q):
-    # [0, 4q) -> [0, q)
-    u = min(u, u - two_q)
-    return min(u, u - q)
+def _fmulred(x, w, wf, q):
+    hi = fmul(x, w)
+    return fsub(fnfma(frint(fmul(x, wf)), q, hi), fnfma(x, w, hi))
+
+
+@njit(cache=True, inline="always")
+def _fct(u, v, w, wf, q, qinv):
+    u = _fred(u, q, qinv)
+    v = _fmulred(v, w, wf, q)
+    return fadd(u, v), fsub(u, v)
+
+
+@njit(cache=True, inline="always")
+def _fgs(u, v, w, wf, q, qinv):
+    return _fred(fadd(u, v), q, qinv), _fmulred(fsub(u, v), w, wf, q)
+
+
+@njit(cache=True, inline="always")
+def _fout(x, q, qinv):
+    return fadd_if_neg(_fred(x, q, qinv), q)
+
+
+@njit(cache=True, inline="always")
+def _ftw(w, wf, k):
+    # one twiddle (uint64 table) and its quotient companion in all four lanes
+    return fbcast(to_f64(w[k])), fbcast(wf[k])
+
+
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
+_U4 = np.uint64(4)
 
 
 @njit(cache=True)
 def _fwd_limb_portable(x, w, wf, q):
     n = np.uint64(x.shape[0])
-    two_q = q + q
-    # Harvey invariant: values in [0, 4q) between stages (4q < 2^52: no overflow).
-    # Stages t >= 8 run on slice views of the two halves of each group: with views LLVM
-    # vectorises the inner loop (indexing x directly in a doubly nested loop ran 2.5x slower).
-    # Radix-4 did not help here: the float path is compute bound, not memory bound.
-    m = np.uint64(1)
-    t = n >> np.uint64(1)
-    while t >= np.uint64(8):
+    qs = to_f64(q)
+    qv = fbcast(qs)
+    qi = fbcast(1.0 / qs)
+    xf = x.view(np.float64)
+    # first stage (t = n/2), reading the uint64 residues
+    h = n >> _U1
+    tw, twf = _ftw(w, wf, _U1)
+    for jj in range(h >> _U2):
+        j = jj << _U2
+        a, b = _fct(fload(x, j), fload(x, j + h), tw, twf, qv, qi)
+        fstore(xf, j, a)
+        fstore(xf, j + h, b)
+    # stages t = n/4 ... 16 in pairs (radix 4: half the passes over memory)
+    m = _U2
+    t = n >> _U2
+    while t >= np.uint64(16):
+        t2 = t >> _U1
         for i in range(m):
-            ww = w[m + i]
-            wwf = wf[m + i]
-            j1 = (i * t) << np.uint64(1)
-            xa = x[j1:j1 + t]
-            xb = x[j1 + t:j1 + t + t]
-            for j in range(t):
-                xa[j], xb[j] = _ct(xa[j], xb[j], ww, wwf, q, two_q)
-        m = m << np.uint64(1)
-        t = t >> np.uint64(1)
-    # t = 4, 2, 1: one loop per stage over groups, constant-stride accesses that LLVM
-    # vectorises with interleaving shuffles.  m == n/8.
+            w1, w1f = _ftw(w, wf, m + i)
+            k2 = (m + i) << _U1
+            w2, w2f = _ftw(w, wf, k2)
+            w3, w3f = _ftw(w, wf, k2 + _U1)
+            b0 = (i * t) << _U1
+            b1 = b0 + t2
+            b2 = b0 + t
+            b3 = b2 + t2
+            for jj in range(t2 >> _U2):
+                j = jj << _U2
+                a0, a2 = _fct(fload(xf, b0 + j), fload(xf, b2 + j), w1, w1f, qv, qi)
+                a1, a3 = _fct(fload(xf, b1 + j), fload(xf, b3 + j), w1, w1f, qv, qi)
+                a0, a1 = _fct(a0, a1, w2, w2f, qv, qi)
+                a2, a3 = _fct(a2, a3, w3, w3f, qv, qi)
+                fstore(xf, b0 + j, a0)
+                fstore(xf, b1 + j, a1)
+                fstore(xf, b2 + j, a2)
+                fstore(xf, b3 + j, a3)
+        m = m << _U2
+        t = t >> _U2
+    if t == np.uint64(8):
+        for i in range(m):
+            tw, twf = _ftw(w, wf, m + i)
+            b0 = i << _U4
+            a0, a2 = _fct(fload(xf, b0), fload(xf, b0 + np.uint64(8)), tw, twf, qv, qi)
+            a1, a3 = _fct(fload(xf, b0 + _U4), fload(xf, b0 + np.uint64(12)), tw, twf, qv, qi)
+            fstore(xf, b0, a0)
+            fstore(xf, b0 + _U4, a1)
+            fstore(xf, b0 + np.uint64(8), a2)
+            fstore(xf, b0 + np.uint64(12), a3)
+        m = m << _U1
+    # t = 4, 2, 1 in registers, one block of 8 at a time (m == n/8), writing residues back
     for i in range(m):
-        j = i << np.uint64(3)
-        ww = w[m + i]
-        wwf = wf[m + i]
-        x[j], x[j + np.uint64(4)] = _ct(x[j], x[j + np.uint64(4)], ww, wwf, q, two_q)
-        x[j + np.uint64(1)], x[j + np.uint64(5)] = _ct(x[j + np.uint64(1)], x[j + np.uint64(5)],
-                                                       ww, wwf, q, two_q)
-        x[j + np.uint64(2)], x[j + np.uint64(6)] = _ct(x[j + np.uint64(2)], x[j + np.uint64(6)],
-                                                       ww, wwf, q, two_q)
-        x[j + np.uint64(3)], x[j + np.uint64(7)] = _ct(x[j + np.uint64(3)], x[j + np.uint64(7)],
-                                                       ww, wwf, q, two_q)
-    m = m << np.uint64(1)
-    for i in range(m):
-        j = i << np.uint64(2)
-        ww = w[m + i]
-        wwf = wf[m + i]
-        x[j], x[j + np.uint64(2)] = _ct(x[j], x[j + np.uint64(2)], ww, wwf, q, two_q)
-        x[j + np.uint64(1)], x[j + np.uint64(3)] = _ct(x[j + np.uint64(1)], x[j + np.uint64(3)],
-                                                       ww, wwf, q, two_q)
-    m = m << np.uint64(1)
-    for i in range(m):
-        j = i << np.uint64(1)
-        u, v = _ct(x[j], x[j + np.uint64(1)], w[m + i], wf[m + i], q, two_q)
-        x[j] = _red4(u, q, two_q)
-        x[j + np.uint64(1)] = _red4(v, q, two_q)
+        j = i << _U3
+        tw, twf = _ftw(w, wf, m + i)
+        p, r = _fct(fload(xf, j), fload(xf, j + _U4), tw, twf, qv, qi)
+        k = (m + i) << _U1
+        u, v = _fct(fshuf_lo2(p, r), fshuf_hi2(p, r), fload_dup2(w, k), fload_dup2(wf, k),
+                    qv, qi)
+        k = k << _U1
+        u, v = _fct(fshuf_lo1(u, v), fshuf_hi1(u, v), fload(w, k), fload(wf, k), qv, qi)
+        fstore(x, j, _fout(fshuf_ilo(u, v), qv, qi))
+        fstore(x, j + _U4, _fout(fshuf_ihi(u, v), qv, qi))
 
 
 @njit(cache=True)
 def _inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf):
     n = np.uint64(x.shape[0])
-    two_q = q + q
-    # Harvey invariant: values in [0, 2q) between stages.  t = 1, 2, 4 as constant-stride
-    # loops, then t >= 8 on slice views (see _fwd_limb_portable); the last stage (t = n/2)
-    # has N^-1 folded in.
-    h = n >> np.uint64(1)
-    for i in range(h):
-        j = i << np.uint64(1)
-        x[j], x[j + np.uint64(1)] = _gs(x[j], x[j + np.uint64(1)], w[h + i], wf[h + i], q, two_q)
-    h = h >> np.uint64(1)
-    for i in range(h):
-        j = i << np.uint64(2)
-        ww = w[h + i]
-        wwf = wf[h + i]
-        x[j], x[j + np.uint64(2)] = _gs(x[j], x[j + np.uint64(2)], ww, wwf, q, two_q)
-        x[j + np.uint64(1)], x[j + np.uint64(3)] = _gs(x[j + np.uint64(1)], x[j + np.uint64(3)],
-                                                       ww, wwf, q, two_q)
-    h = h >> np.uint64(1)
-    for i in range(h):
-        j = i << np.uint64(3)
-        ww = w[h + i]
-        wwf = wf[h + i]
-        x[j], x[j + np.uint64(4)] = _gs(x[j], x[j + np.uint64(4)], ww, wwf, q, two_q)
-        x[j + np.uint64(1)], x[j + np.uint64(5)] = _gs(x[j + np.uint64(1)], x[j + np.uint64(5)],
-                                                       ww, wwf, q, two_q)
-        x[j + np.uint64(2)], x[j + np.uint64(6)] = _gs(x[j + np.uint64(2)], x[j + np.uint64(6)],
-                                                       ww, wwf, q, two_q)
-        x[j + np.uint64(3)], x[j + np.uint64(7)] = _gs(x[j + np.uint64(3)], x[j + np.uint64(7)],
-                                                       ww, wwf, q, two_q)
-    h = h >> np.uint64(1)
+    qs = to_f64(q)
+    qv = fbcast(qs)
+    qi = fbcast(1.0 / qs)
+    xf = x.view(np.float64)
+    # t = 1, 2, 4 in registers, one block of 8 at a time, reading the uint64 residues
+    h = n >> _U1
+    for i in range(n >> _U3):
+        j = i << _U3
+        a = fload(x, j)
+        b = fload(x, j + _U4)
+        k = h + (i << _U2)
+        u, v = _fgs(fshuf_even(a, b), fshuf_odd(a, b), fload(w, k), fload(wf, k), qv, qi)
+        k = (h >> _U1) + (i << _U1)
+        u, v = _fgs(fshuf_lo1(u, v), fshuf_hi1(u, v), fload_dup2(w, k), fload_dup2(wf, k),
+                    qv, qi)
+        tw, twf = _ftw(w, wf, (h >> _U2) + i)
+        u, v = _fgs(fshuf_lo2(u, v), fshuf_hi2(u, v), tw, twf, qv, qi)
+        fstore(xf, j, u)
+        fstore(xf, j + _U4, v)
+    # stages t = 8 ... n/4 in pairs (h groups, then h/2)
+    h = n >> _U4
     t = np.uint64(8)
-    while h > np.uint64(1):
-        for i in range(h):
-            ww = w[h + i]
-            wwf = wf[h + i]
-            j1 = (i * t) << np.uint64(1)
-            xa = x[j1:j1 + t]
-            xb = x[j1 + t:j1 + t + t]
-            for j in range(t):
-                xa[j], xb[j] = _gs(xa[j], xb[j], ww, wwf, q, two_q)
-        h = h >> np.uint64(1)
-        t = t << np.uint64(1)
-    xa = x[:t]
-    xb = x[t:]
-    for j in range(t):
-        xa[j], xb[j] = _gs_last(xa[j], xb[j], ni, nif, w1n, w1nf, q, two_q)
+    while h >= _U4:
+        for i in range(h >> _U1):
+            wa, waf = _ftw(w, wf, h + (i << _U1))
+            wb, wbf = _ftw(w, wf, h + (i << _U1) + _U1)
+            wc, wcf = _ftw(w, wf, (h >> _U1) + i)
+            b0 = (i * t) << _U2
+            b1 = b0 + t
+            b2 = b1 + t
+            b3 = b2 + t
+            for jj in range(t >> _U2):
+                j = jj << _U2
+                a0, a1 = _fgs(fload(xf, b0 + j), fload(xf, b1 + j), wa, waf, qv, qi)
+                a2, a3 = _fgs(fload(xf, b2 + j), fload(xf, b3 + j), wb, wbf, qv, qi)
+                a0, a2 = _fgs(a0, a2, wc, wcf, qv, qi)
+                a1, a3 = _fgs(a1, a3, wc, wcf, qv, qi)
+                fstore(xf, b0 + j, a0)
+                fstore(xf, b1 + j, a1)
+                fstore(xf, b2 + j, a2)
+                fstore(xf, b3 + j, a3)
+        h = h >> _U2
+        t = t << _U2
+    if h == _U2:
+        for i in range(_U2):
+            tw, twf = _ftw(w, wf, _U2 + i)
+            b0 = (i * t) << _U1
+            for jj in range(t >> _U2):
+                j = b0 + (jj << _U2)
+                a, b = _fgs(fload(xf, j), fload(xf, j + t), tw, twf, qv, qi)
+                fstore(xf, j, a)
+                fstore(xf, j + t, b)
+        t = t << _U1
+    # last stage (t = n/2) with N^-1 folded in, writing residues back
+    nv = fbcast(to_f64(ni))
+    nvf = fbcast(nif)
+    w1 = fbcast(to_f64(w1n))
+    w1f = fbcast(w1nf)
+    for jj in range(t >> _U2):
+        j = jj << _U2
+        u = fload(xf, j)
+        v = fload(xf, j + t)
+        fstore(x, j, _fout(_fmulred(fadd(u, v), nv, nvf, qv), qv, qi))
+        fstore(x, j + t, _fout(_fmulred(fsub(u, v), w1, w1f, qv), qv, qi))
 
 
 @njit(cache=True, inline="always")
