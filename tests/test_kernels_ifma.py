@@ -407,9 +407,10 @@ def test_rotate_ext_many_key_pairs(wide, path, level, count):
 
 
 _COMPILE_FOR_IFMA = '''
+import pickle, sys
 from numba import types
 from hemet.he import _fused
-from kernels import ntt, rescale
+from kernels import basis, ifma_arith, ntt, rescale
 u2, u1 = types.Array(types.uint64, 2, "C"), types.Array(types.uint64, 1, "C")
 i1, u3 = types.Array(types.int64, 1, "C"), types.Array(types.uint64, 3, "C")
 L3, L2, Li = types.ListType(u3), types.ListType(u2), types.ListType(i1)
@@ -418,22 +419,74 @@ ntt._inverse_ifma_parallel.compile((u2, i1, u1, u2, u2, u1, u1, u1, u1))
 rescale._rescale_rows_ifma.compile((u2, u1, types.uint64, i1, u1, u2, u2, u1, u1, u2, u2))
 _fused._mul_add_many_ifma.compile((L3, L2, L3, u1, u1, u1, u1, i1, i1))
 _fused._coeff_mul_add_many_ifma.compile((L3, Li, L3, u1, i1, u2, u2, u1, u1, u1, i1, i1))
-print("compiled")
+# the key-switching kernels, with the argument types KeySwitcher's IFMA branch passed them
+with open(sys.argv[1], "rb") as f:
+    recorded = pickle.load(f)
+mods = {"kernels.basis": basis, "kernels.ifma_arith": ifma_arith}
+for (mod, name), sigs in sorted(recorded.items()):
+    for sig in sigs:
+        getattr(mods[mod], name).compile(sig)
+print("compiled", len(recorded))
 '''
 
 
+def _record_keyswitch_ifma_signatures(monkeypatch):
+    """The argument types of every IFMA kernel that KeySwitcher's IFMA branch calls, from a
+    run of each key-switching step with those kernels replaced by recorders (nothing IFMA
+    executes; the results are garbage and unused)."""
+    import numba
+    from numba.core.registry import CPUDispatcher
+    from ckks.rlwe import keyswitch
+    from kernels import ifma_arith
+    from kernels.automorphism import galois_permutation
+    seen = {}
+    for mod in (basis, ifma_arith):
+        for name, f in list(vars(mod).items()):
+            if isinstance(f, CPUDispatcher) and (mod is ifma_arith or name.endswith("_ifma")):
+                def record(*args, _key=(mod.__name__, name)):
+                    seen.setdefault(_key, set()).add(tuple(numba.typeof(a) for a in args))
+                monkeypatch.setattr(mod, name, record)
+    monkeypatch.setattr(cpu, "HAS_IFMA", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ckks.SecurityWarning)
+        params = ckks.Parameters(allow_insecure=True, log_n=6, depth=15, dnum=4)
+    ctx = ckks.Context(params)
+    key = ckks.KeyGenerator(ctx).relin_key().data
+    ks = KeySwitcher(ctx, ifma=True)
+    level = 15
+    rng = np.random.default_rng(0)
+    c = np.stack([rng.integers(0, int(q), ctx.n, dtype=np.uint64) for q in ctx.q_all[:level + 1]])
+    ext = ks.decompose(c, level)
+    ks.mod_down(ks.inner_product(ext, key, level), level)
+    ks.switch_ext(ext, key, level)
+    perms = [galois_permutation(ctx.n, pow(5, i + 1, 2 * ctx.n)) for i in range(5)]
+    ks.switch_ext_add(ext, key, level, np.stack([c, c]))
+    ks.switch_ext_add(ext, key, level, c[None], perms[0])
+    perms[2] = rng.permutation(ctx.n).astype(np.int64)     # not blocked: the plain branch
+    ks.rotate_ext_many(ext, [key] * 5, c, perms, level)
+    return seen
+
+
 @pytest.mark.skipif(cpu.HAS_IFMA, reason="this CPU runs the IFMA kernels (the tests above)")
-def test_ifma_kernels_compile_for_an_ifma_cpu(tmp_path):
+def test_ifma_kernels_compile_for_an_ifma_cpu(tmp_path, monkeypatch):
     """Where the CPU lacks IFMA nothing else compiles the IFMA kernels, yet they inline code
-    shared with the portable path (modarith's reductions, the NTT helpers): compile the entry
-    points that do for an IFMA CPU (Ice Lake server), in a subprocess with its own cache.
-    Without the explicit features LLVM fails on these kernels whatever their code."""
+    shared with the portable path (modarith's reductions, the NTT helpers): compile them for
+    an IFMA CPU (Ice Lake server), in a subprocess with its own cache: the NTT, rescale and
+    fused product entry points, and every kernel the key switcher's IFMA branch calls, with
+    the argument types it passes.  Without the explicit features LLVM fails on these kernels
+    whatever their code."""
     import os
+    import pickle
     import subprocess
     import sys
+    recorded = _record_keyswitch_ifma_signatures(monkeypatch)
+    assert {("kernels.basis", "modup_prepare_ifma"), ("kernels.basis", "hoisted_finish_ifma"),
+            ("kernels.ifma_arith", "key_inner_product")} <= set(recorded)
+    sigs = tmp_path / "signatures.pkl"
+    sigs.write_bytes(pickle.dumps(recorded))
     features = "+avx512f,+avx512ifma,+avx512vl,+avx512dq,+avx512bw,+avx512cd,+avx2,+fma,+avx,+bmi2"
     env = dict(os.environ, NUMBA_CPU_NAME="icelake-server", NUMBA_CPU_FEATURES=features,
-               NUMBA_CACHE_DIR=str(tmp_path))
-    got = subprocess.run([sys.executable, "-c", _COMPILE_FOR_IFMA], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert got.returncode == 0 and "compiled" in got.stdout, got.stderr[-3000:]
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    got = subprocess.run([sys.executable, "-c", _COMPILE_FOR_IFMA, str(sigs)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert got.returncode == 0 and f"compiled {len(recorded)}" in got.stdout, got.stderr[-3000:]
