@@ -10,7 +10,8 @@ from numba import get_thread_id, njit, prange, float64, uint64
 
 from . import ifma_arith as _fx
 from .cpu import USE_IFMA
-from .modarith import mulmod, reduce_small
+from .f64x4 import fadd, fbcast, fload, fstore, fsub
+from .modarith import f4_mulmod, f4_red, f4_residue, key_ip_row, mulmod, reduce_small, to_f64
 from .ntt import (_fwd_head_ifma, _fwd_limb_ifma, _fwd_limb_portable, _inv_limb_ifma,
                   _inv_limb_portable)
 
@@ -200,18 +201,20 @@ def modup_convert_ifma(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp_rows, q, 
 
 @njit(inline="always", cache=True)
 def _conv_row_portable(y, lo, hi, cm, p, out):
+    """out = sum_i y[i] cm[i - lo] mod p over rows lo..hi-1 (residues of other primes below
+    2^50), on four-lane float64 vectors with a reduction every four terms (modarith.f4_*)."""
     n = out.shape[0]
-    pinv = 1.0 / float64(p)
-    for j in range(n):
-        out[j] = 0
-    # each term < p < 2^50: fewer than 2^13 terms cannot overflow
-    for i in range(lo, hi):
-        c = cm[i - lo]
-        yi = y[i]
-        for j in range(n):
-            out[j] += mulmod(yi[j], c, p, pinv)
-    for j in range(n):
-        out[j] = reduce_small(out[j], p, pinv)
+    pd = to_f64(p)
+    pv = fbcast(pd)
+    pi = fbcast(1.0 / pd)
+    for jj in range(n >> 2):
+        j = jj << 2
+        acc = fbcast(0.0)
+        for i in range(lo, hi):
+            acc = fadd(acc, f4_mulmod(fload(y[i], j), fbcast(to_f64(cm[i - lo])), pv, pi))
+            if (i - lo) & 3 == 3:
+                acc = f4_red(acc, pv, pi)
+        fstore(out, j, f4_residue(acc, pv, pi))
 
 
 @njit(cache=True, parallel=True)
@@ -227,31 +230,15 @@ def modup_convert_portable(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp_rows,
 
 @njit(inline="always", cache=True)
 def _sub_mul_row_portable(a, b, c, qi, out):
-    qinv = 1.0 / float64(qi)
-    for j in range(out.shape[0]):
-        s = a[j] + (qi - b[j])
-        s = min(s, s - qi)
-        out[j] = mulmod(s, c, qi, qinv)
-
-
-@njit(inline="always", cache=True)
-def _ip_row_portable(ext, key, r, g, qi, o0, o1):
-    d_count, m, n = ext.shape
-    qinv = 1.0 / float64(qi)
-    for j in range(n):
-        o0[j] = 0
-        o1[j] = 0
-    for d in range(d_count):
-        e = ext[d, r]
-        k0 = key[d, 0, g]
-        k1 = key[d, 1, g]
-        for j in range(n):
-            x = e[j]
-            o0[j] += mulmod(x, k0[j], qi, qinv)
-            o1[j] += mulmod(x, k1[j], qi, qinv)
-    for j in range(n):
-        o0[j] = reduce_small(o0[j], qi, qinv)
-        o1[j] = reduce_small(o1[j], qi, qinv)
+    """out = (a - b) c mod qi for residue rows a, b and c < qi (out may be a)."""
+    qd = to_f64(qi)
+    qv = fbcast(qd)
+    qinv = fbcast(1.0 / qd)
+    cv = fbcast(to_f64(c))
+    for jj in range(out.shape[0] >> 2):
+        j = jj << 2
+        d = fsub(fload(a, j), fload(b, j))
+        fstore(out, j, f4_residue(f4_mulmod(d, cv, qv, qinv), qv, qinv))
 
 
 # ModDown of (size, m, N) over Q_l+P: y (size * alpha, N) scratch, tmp (threads, N) scratch.
@@ -342,7 +329,7 @@ def ip_moddown_prepare_portable(ext, key, qp_rows, q, w, wf, ni, ni_c, w1n, w1n_
         g = qp_rows[k + j]
         y0 = y[j]
         y1 = y[alpha + j]
-        _ip_row_portable(ext, key, k + j, g, q[g], y0, y1)
+        key_ip_row(ext, key, k + j, g, q[g], y0, y1)
         _inv_limb_portable(y0, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
         _inv_limb_portable(y1, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
 
@@ -373,7 +360,7 @@ def ip_moddown_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, tmp, o
         g = qp_rows[r]
         o0 = out[0, r]
         o1 = out[1, r]
-        _ip_row_portable(ext, key, r, g, q[g], o0, o1)
+        key_ip_row(ext, key, r, g, q[g], o0, o1)
         t = tmp[get_thread_id()]
         _conv_row_portable(y, 0, alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
@@ -454,7 +441,7 @@ def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, ad
         else:
             d0 = out[0, r]
             d1 = out[1, r]
-        _ip_row_portable(ext, key, r, g, qi, d0, d1)
+        key_ip_row(ext, key, r, g, qi, d0, d1)
         _conv_row_portable(y, 0, alpha, cm[r], qi, t)
         _fwd_limb_portable(t, w[g], wf[g], qi)
         _sub_mul_row_portable(d0, t, p_inv[r], qi, d0)
@@ -526,7 +513,7 @@ def hoisted_prepare_portable(ext, keys, count, qp_rows, q, w, wf, ni, ni_c, w1n,
         g = qp_rows[k + j]
         y0 = y[i, j]
         y1 = y[i, alpha + j]
-        _ip_row_portable(ext, key, k + j, g, q[g], y0, y1)
+        key_ip_row(ext, key, k + j, g, q[g], y0, y1)
         _inv_limb_portable(y0, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
         _inv_limb_portable(y1, w[g], wf[g], q[g], ni[j], ni_c[j], w1n[j], w1n_c[j])
 
@@ -667,7 +654,7 @@ def hoisted_finish_portable(ext, keys, count, y, cm, qp_rows, q, p_inv, w, wf, c
         a1 = scratch[1]
         t = scratch[2]
         yi = y[i]
-        _ip_row_portable(ext, key, r, g, qi, a0, a1)
+        key_ip_row(ext, key, r, g, qi, a0, a1)
         _conv_row_portable(yi, 0, alpha, cm[r], qi, t)
         _fwd_limb_portable(t, w[g], wf[g], qi)
         _sub_mul_row_portable(a0, t, p_inv[r], qi, a0)

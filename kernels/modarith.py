@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit, prange, float64, int64, uint64
 
 from .cpu import USE_IFMA
+from .f64x4 import fadd, fadd_if_neg, fbcast, fload, fmul, fnfma, frint, fstore, fsub
 from .ifma import as_f64, as_u64, fma
 
 # Exact conversions between uint64 below 2^52 and float64 by bit patterns: without AVX-512
@@ -65,6 +66,33 @@ def reduce_small(x, q, qinv):
     """x mod q for x < 2^63 (lazily accumulated sums), by :func:`reduce_signed_one`."""
     qd = to_f64(q)  # the constants are loop-invariant: LLVM hoists them out of callers' loops
     return reduce_signed_one(int64(x), q, qd, qinv, two32_mod(qd, qinv))
+
+
+# -- four-lane float64 forms (kernels/f64x4.py), for portable kernels that keep residues as
+# exact float64 integers.  For a prime 97 <= q < 2^50 (the smallest NTT-friendly one is 97),
+# qv = q and qi = fl(1/q) in every lane:
+# * f4_red(x) = x - rint(x qi) q for integer |x| <= 2^53: x qi lies within |x/q| 2^-52 of x/q,
+#   so |f4_red(x)| <= q/2 + |x| 2^-52 <= q/2 + 2, an integer that one FMA computes exactly;
+# * f4_residue(x) = f4_red(x), plus q where negative: the residue in [0, q) (q/2 + 2 < q);
+# * f4_mulmod(a, b) = a b - rint(fl(a b) qi) q for integers with |a b| / q < 2^50 and
+#   |a b| < 2^101: three roundings put the quotient estimate within 2^50 * 3 2^-53 = 3/8 of
+#   ab/q, so |result| < 7q/8; hi = fl(ab) and lo = ab - hi (one FMA, |lo| <= 2^47) are exact,
+#   hi - k q = r - lo is an integer below 2^53 that one FMA computes exactly, and subtracting
+#   -lo gives r exactly.  Sums of four such terms plus a reduced value stay below 4q + 2.
+@njit(cache=True, inline="always")
+def f4_red(x, qv, qi):
+    return fnfma(frint(fmul(x, qi)), qv, x)
+
+
+@njit(cache=True, inline="always")
+def f4_mulmod(a, b, qv, qi):
+    hi = fmul(a, b)
+    return fsub(fnfma(frint(fmul(hi, qi)), qv, hi), fnfma(a, b, hi))
+
+
+@njit(cache=True, inline="always")
+def f4_residue(x, qv, qi):
+    return fadd_if_neg(f4_red(x, qv, qi), qv)
 
 
 @njit(cache=True, parallel=True)
@@ -222,6 +250,29 @@ def reduce_signed_rows(x, q, out):
         reduce_signed_row(x[r // k], q[r % k], out[r])
 
 
+@njit(inline="always", cache=True)
+def key_ip_row(ext, key, r, g, qi, o0, o1):
+    """o_c = sum_d ext[d, r] key[d, c, g] mod qi for c = 0, 1 (the key inner product of one
+    row), on four-lane float64 vectors with a reduction every four digits."""
+    d_count = ext.shape[0]
+    qd = to_f64(qi)
+    qv = fbcast(qd)
+    qinv = fbcast(1.0 / qd)
+    for jj in range(ext.shape[2] >> 2):
+        j = jj << 2
+        a0 = fbcast(0.0)
+        a1 = fbcast(0.0)
+        for d in range(d_count):
+            x = fload(ext[d, r], j)
+            a0 = fadd(a0, f4_mulmod(x, fload(key[d, 0, g], j), qv, qinv))
+            a1 = fadd(a1, f4_mulmod(x, fload(key[d, 1, g], j), qv, qinv))
+            if d & 3 == 3:
+                a0 = f4_red(a0, qv, qinv)
+                a1 = f4_red(a1, qv, qinv)
+        fstore(o0, j, f4_residue(a0, qv, qinv))
+        fstore(o1, j, f4_residue(a1, qv, qinv))
+
+
 @njit(cache=True, parallel=True)
 def key_inner_product_portable(ext, key, rows, q_all, out):
     """out[c, r] = sum_d ext[d, r] * key[d, c, rows[r]] (mod q_all[rows[r]]) for c = 0, 1.
@@ -230,29 +281,9 @@ def key_inner_product_portable(ext, key, rows, q_all, out):
     key over every prime of the context; ``rows`` picks the key rows of the current basis.
     Both key components are accumulated in one pass so each digit row is read once.
     """
-    d_count, m, n = ext.shape
-    for r in prange(m):
+    for r in prange(ext.shape[1]):
         g = rows[r]
-        qi = q_all[g]
-        qinv = 1.0 / float64(qi)
-        o0 = out[0, r]
-        o1 = out[1, r]
-        for j in range(n):
-            o0[j] = 0
-            o1[j] = 0
-        # Each term is < q < 2^50, so up to 2^13 digits accumulate without overflow.
-        for d in range(d_count):
-            e = ext[d, r]
-            k0 = key[d, 0, g]
-            k1 = key[d, 1, g]
-            for j in range(n):
-                x = e[j]
-                xf = to_f64(x)
-                o0[j] += mulmod_f(x, xf, k0[j], qi, qinv)
-                o1[j] += mulmod_f(x, xf, k1[j], qi, qinv)
-        for j in range(n):
-            o0[j] = reduce_small(o0[j], qi, qinv)
-            o1[j] = reduce_small(o1[j], qi, qinv)
+        key_ip_row(ext, key, r, g, q_all[g], out[0, r], out[1, r])
 
 
 _IP_CONSTANTS = {}

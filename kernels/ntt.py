@@ -46,10 +46,10 @@ from .cpu import HAS_IFMA, USE_IFMA
 from .ifma import (madd52hi, madd52lo, shuf_even, shuf_hi1, shuf_hi2, shuf_hi4, shuf_ihi,
                    shuf_ilo, shuf_lo1, shuf_lo2, shuf_lo4, shuf_odd, spread2, spread4, vadd,
                    vand, vbcast, vload, vmin, vstore, vsub)
-from .f64x4 import (fadd, fadd_if_neg, fbcast, fload, fload_dup2, fmul, fnfma, frint, fshuf_even,
+from .f64x4 import (fadd, fbcast, fload, fload_dup2, fmul, fnfma, frint, fshuf_even,
                     fshuf_hi1, fshuf_hi2, fshuf_ihi, fshuf_ilo, fshuf_lo1, fshuf_lo2, fshuf_odd,
                     fstore, fsub)
-from .modarith import to_f64
+from .modarith import f4_red, f4_residue, to_f64
 
 MAX_PRIME_BITS = 50
 MIN_LOG_N = 4
@@ -256,26 +256,19 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
 # the short stages (t <= 8) scalar at two to three times a long stage's cost.
 #
 # Why exact, for primes q < 2^50 and integer-valued lanes x with |x| < 2^52:
-# * red(x) = x - rint(x * fl(1/q)) * q in one FMA: the quotient estimate is within
-#   |x/q| * 2^-52 < 2^-50 of x/q, and x/q is at least 1/(2q) > 2^-51 away from a half
-#   integer (q is odd), so rint picks the nearest integer to x/q and |red(x)| <= (q - 1)/2.
+# * red(x) = modarith.f4_red(x): |red(x)| <= q/2 + 2 for integer |x| <= 2^53, exactly.
 # * mulred(x, w, wf) = x*w - rint(x * wf) * q for w < q, wf = fl(w/q): t = fl(x * wf) is
 #   within |z| * 2^-52 of z = x*w/q, so r = q * (z - rint(t)) has |r| < q * (1/2 + |x| 2^-52),
-#   below q for |x| <= 2q and below 1.5q for any |x| < 2^52.  With hi = fl(x*w) the product
+#   below q for |x| < 2^51 and below 1.5q for any |x| < 2^52.  With hi = fl(x*w) the product
 #   is hi + lo exactly, lo = fma(x, w, -hi), |lo| <= 2^49; hi - k*q = r - lo is an integer
 #   below 2^53 in magnitude, so one FMA computes it exactly, and adding lo gives r exactly.
-# * Cooley-Tukey (u, v) -> red(u) +- mulred(v): outputs below q/2 + 1.5q = 2q from any inputs
-#   below 2^52, so every forward stage after the first sees |x| <= 2q.
+# * Cooley-Tukey (u, v) -> red(u) +- mulred(v): outputs below q/2 + 2 + 1.5q from any inputs
+#   below 2^52, so every forward stage after the first sees |x| <= 2q + 2 (< 2^51).
 # * Gentleman-Sande (u, v) -> red(u + v), mulred(u - v): from inputs below 2^52 the outputs
-#   fall below 1.5q, then below q/2 + |u - v| 2^-52 q + q/2 < 1.25q, and so on towards q;
-#   every sum stays far below 2^53, so the integers are exact throughout.
-# * out(x) = red(x), plus q where negative: [0, q).
+#   fall below 1.5q + 2, then below q/2 + 2 + |u - v| 2^-52 q + q/2 < 1.25q + 3, and so on
+#   towards q; every sum stays far below 2^53, so the integers are exact throughout.
+# * out(x) = modarith.f4_residue(x): red(x), plus q where negative: [0, q).
 # So both kernels take uint64 inputs below 2^52, not only residues.
-
-@njit(cache=True, inline="always")
-def _fred(x, q, qinv):
-    return fnfma(frint(fmul(x, qinv)), q, x)
-
 
 @njit(cache=True, inline="always")
 def _fmulred(x, w, wf, q):
@@ -285,19 +278,14 @@ def _fmulred(x, w, wf, q):
 
 @njit(cache=True, inline="always")
 def _fct(u, v, w, wf, q, qinv):
-    u = _fred(u, q, qinv)
+    u = f4_red(u, q, qinv)
     v = _fmulred(v, w, wf, q)
     return fadd(u, v), fsub(u, v)
 
 
 @njit(cache=True, inline="always")
 def _fgs(u, v, w, wf, q, qinv):
-    return _fred(fadd(u, v), q, qinv), _fmulred(fsub(u, v), w, wf, q)
-
-
-@njit(cache=True, inline="always")
-def _fout(x, q, qinv):
-    return fadd_if_neg(_fred(x, q, qinv), q)
+    return f4_red(fadd(u, v), q, qinv), _fmulred(fsub(u, v), w, wf, q)
 
 
 @njit(cache=True, inline="always")
@@ -374,8 +362,8 @@ def _fwd_limb_portable(x, w, wf, q):
                     qv, qi)
         k = k << _U1
         u, v = _fct(fshuf_lo1(u, v), fshuf_hi1(u, v), fload(w, k), fload(wf, k), qv, qi)
-        fstore(x, j, _fout(fshuf_ilo(u, v), qv, qi))
-        fstore(x, j + _U4, _fout(fshuf_ihi(u, v), qv, qi))
+        fstore(x, j, f4_residue(fshuf_ilo(u, v), qv, qi))
+        fstore(x, j + _U4, f4_residue(fshuf_ihi(u, v), qv, qi))
 
 
 @njit(cache=True)
@@ -443,8 +431,8 @@ def _inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf):
         j = jj << _U2
         u = fload(xf, j)
         v = fload(xf, j + t)
-        fstore(x, j, _fout(_fmulred(fadd(u, v), nv, nvf, qv), qv, qi))
-        fstore(x, j + t, _fout(_fmulred(fsub(u, v), w1, w1f, qv), qv, qi))
+        fstore(x, j, f4_residue(_fmulred(fadd(u, v), nv, nvf, qv), qv, qi))
+        fstore(x, j + t, f4_residue(_fmulred(fsub(u, v), w1, w1f, qv), qv, qi))
 
 
 @njit(cache=True, inline="always")

@@ -7,8 +7,9 @@ names.  Edge values 0, 1 and q-1 are planted in every input.
 import warnings
 
 import numpy as np
+from numba import njit
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import ckks
 from ckks.rlwe.keyswitch import KeySwitcher
@@ -56,6 +57,40 @@ def test_convert_exact(path, seed, k, m):
     for j in range(N):
         val = sum(int(x[i, j]) * int(hat_inv[i]) % q * h for i, (q, h) in enumerate(zip(src, hat)))
         assert [int(o) for o in out[:, j]] == [val % p for p in dst]
+
+
+@njit
+def _row_kernels(y, lo, hi, cm, p, a, c, conv, submul):
+    basis._conv_row_portable(y, lo, hi, cm, p, conv)
+    basis._sub_mul_row_portable(a, conv, c, p, submul)
+
+
+@example(seed=0, terms=20, target=0)
+@given(seed=seeds, terms=st.integers(1, 20), target=st.integers(0, len(PRIMES) - 1))
+def test_portable_row_kernels_exact(seed, terms, target):
+    """The float64-vector rows of the portable ModUp / ModDown: sum_i y_i c_i mod p over 1..20
+    residue rows of other (larger and smaller) primes, with the all-(q-1) case, then
+    (a - that) * c mod p.  Even seeds plant c_i = (p-3)/2, so column 1 (y = 1) sums odd terms
+    at the top of the signed range: 17 of them near 2^49 pass 2^53 and would round, which
+    the reduction every four terms must prevent."""
+    rng = np.random.default_rng(seed)
+    src = [PRIMES[(target + 1 + i) % len(PRIMES)] for i in range(terms)]
+    p = PRIMES[target]
+    y = edge(rng, src)
+    y[:, 7] = np.array(src, dtype=np.uint64) - 1
+    cm = np.array([rng.integers(0, p) for _ in range(terms)], dtype=np.uint64)
+    cm[-1] = p - 1
+    if seed % 2 == 0:
+        cm[:] = (p - 3) // 2
+    a = edge(rng, [p])[0]
+    c = np.uint64(rng.integers(0, p)) if seed % 3 else np.uint64(p - 1)
+    conv = np.empty(N, dtype=np.uint64)
+    submul = np.empty(N, dtype=np.uint64)
+    _row_kernels(y, 0, terms, cm, np.uint64(p), a, c, conv, submul)
+    for j in range(N):
+        want = sum(int(y[i, j]) * int(cm[i]) for i in range(terms)) % p
+        assert int(conv[j]) == want
+        assert int(submul[j]) == (int(a[j]) - want) * int(c) % p
 
 
 @pytest.mark.parametrize("path", PATHS)

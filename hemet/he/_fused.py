@@ -20,7 +20,8 @@ from numba import njit, prange
 
 from kernels.ifma import madd52hi, madd52lo, vadd, vbcast, vload, vmin, vprefetch, vstore, vsub
 from kernels.ifma_arith import GROUP, MASK52, neg_inv52, r52, vmulred, vredc
-from kernels.modarith import mulmod_f, reduce_signed_row, to_f64
+from kernels.f64x4 import fadd, fbcast, fload, fstore
+from kernels.modarith import f4_mulmod, f4_residue, reduce_signed_row, to_f64
 from kernels.ntt import USE_IFMA, _fwd_limb_ifma, _fwd_limb_portable
 
 __all__ = ["mul_add_many", "coeff_mul_add_many", "term_groups"]
@@ -52,14 +53,21 @@ def _mont_constants(primes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 # -- portable: one float64 reduction per product ---------------------------------------------
 @njit(cache=True, inline="always")
-def _mul_acc_limb(b_row, ct, acc, i, qi, qinv):
-    for j in range(b_row.shape[0]):
-        b = b_row[j]
-        bf = to_f64(b)
-        s = acc[0, i, j] + mulmod_f(b, bf, ct[0, i, j], qi, qinv)
-        acc[0, i, j] = min(s, s - qi)
-        s = acc[1, i, j] + mulmod_f(b, bf, ct[1, i, j], qi, qinv)
-        acc[1, i, j] = min(s, s - qi)
+def _mul_acc_limb(b_row, ct, acc, i, qi):
+    """acc[:, i] += ct[:, i] * b_row (mod qi) for both polynomials, on four-lane float64
+    vectors (kernels.modarith.f4_*): the plaintext lanes are loaded once for both."""
+    qd = to_f64(qi)
+    qv = fbcast(qd)
+    qi4 = fbcast(1.0 / qd)
+    a0 = acc[0, i]
+    a1 = acc[1, i]
+    c0 = ct[0, i]
+    c1 = ct[1, i]
+    for jj in range(b_row.shape[0] >> 2):
+        j = jj << 2
+        b = fload(b_row, j)
+        fstore(a0, j, f4_residue(fadd(fload(a0, j), f4_mulmod(b, fload(c0, j), qv, qi4)), qv, qi4))
+        fstore(a1, j, f4_residue(fadd(fload(a1, j), f4_mulmod(b, fload(c1, j), qv, qi4)), qv, qi4))
 
 
 @njit(cache=True, parallel=True)
@@ -67,9 +75,8 @@ def _mul_add_many_portable(cts, pts, accs, q):
     k = pts[0].shape[0]
     for i in prange(k):
         qi = q[i]
-        qinv = 1.0 / float(qi)
         for t in range(len(cts)):
-            _mul_acc_limb(pts[t][i], cts[t], accs[t], i, qi, qinv)
+            _mul_acc_limb(pts[t][i], cts[t], accs[t], i, qi)
 
 
 # -- IFMA: lazy Montgomery sums of up to GROUP products per accumulator -----------------------
@@ -208,12 +215,11 @@ def _coeff_mul_add_many_portable(cts, coeffs, accs, q, rows, w, wf):
     for i in prange(k):
         buf = np.empty(n, np.uint64)
         qi = q[i]
-        qinv = 1.0 / float(qi)
         p = rows[i]
         for t in range(len(coeffs)):
             reduce_signed_row(coeffs[t], qi, buf)
             _fwd_limb_portable(buf, w[p], wf[p], q[i])
-            _mul_acc_limb(buf, cts[t], accs[t], i, qi, qinv)
+            _mul_acc_limb(buf, cts[t], accs[t], i, qi)
 
 
 def coeff_mul_add_many(cts, coeffs, accs, q, rows, tables, acc_index=None,
