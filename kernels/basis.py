@@ -10,8 +10,9 @@ from numba import get_thread_id, njit, prange, float64, uint64
 
 from . import ifma_arith as _fx
 from .cpu import USE_IFMA
-from .f64x4 import fadd, fbcast, fload, fstore, fsub
-from .modarith import f4_mulmod, f4_red, f4_residue, key_ip_row, mulmod, reduce_small, to_f64
+from .f64x4 import fadd, fbcast, fload, fstore
+from .modarith import (f4_mulmod, f4_red, f4_residue, key_ip_row, mulmod, reduce_small, sub_mul_row,
+                       to_f64)
 from .ntt import (_fwd_head_ifma, _fwd_limb_ifma, _fwd_limb_portable, _inv_limb_ifma,
                   _inv_limb_portable)
 
@@ -228,19 +229,6 @@ def modup_convert_portable(y, item_digit, item_pos, dig_lo, dig_hi, cm, qp_rows,
         _fwd_limb_portable(o, w[g], wf[g], q[g])
 
 
-@njit(inline="always", cache=True)
-def _sub_mul_row_portable(a, b, c, qi, out):
-    """out = (a - b) c mod qi for residue rows a, b and c < qi (out may be a)."""
-    qd = to_f64(qi)
-    qv = fbcast(qd)
-    qinv = fbcast(1.0 / qd)
-    cv = fbcast(to_f64(c))
-    for jj in range(out.shape[0] >> 2):
-        j = jj << 2
-        d = fsub(fload(a, j), fload(b, j))
-        fstore(out, j, f4_residue(f4_mulmod(d, cv, qv, qinv), qv, qinv))
-
-
 # ModDown of (size, m, N) over Q_l+P: y (size * alpha, N) scratch, tmp (threads, N) scratch.
 @njit(cache=True, parallel=True)
 def moddown_prepare_ifma(x, y, p_rows, q, w, ws, ni, ni_c, w1n, w1n_c):
@@ -299,7 +287,7 @@ def moddown_finish_portable(x, y, cm, q_rows, q, p_inv, w, wf, tmp, out):
         t = tmp[get_thread_id()]
         _conv_row_portable(y, s * alpha, (s + 1) * alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
-        _sub_mul_row_portable(x[s, r], t, p_inv[r], q[g], out[s, r])
+        sub_mul_row(x[s, r], t, p_inv[r], q[g], out[s, r])
 
 
 # Inner product fused with ModDown: the P rows' products go straight into y (then inverse
@@ -364,10 +352,10 @@ def ip_moddown_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, tmp, o
         t = tmp[get_thread_id()]
         _conv_row_portable(y, 0, alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
-        _sub_mul_row_portable(o0, t, p_inv[r], q[g], o0)
+        sub_mul_row(o0, t, p_inv[r], q[g], o0)
         _conv_row_portable(y, alpha, 2 * alpha, cm[r], q[g], t)
         _fwd_limb_portable(t, w[g], wf[g], q[g])
-        _sub_mul_row_portable(o1, t, p_inv[r], q[g], o1)
+        sub_mul_row(o1, t, p_inv[r], q[g], o1)
 
 
 # The caller's last step fused in as well: out[c] = sigma(u_c + addend[c]) for c < A, sigma(u_c)
@@ -444,10 +432,10 @@ def ip_moddown_add_finish_portable(ext, key, y, cm, qp_rows, q, p_inv, w, wf, ad
         key_ip_row(ext, key, r, g, qi, d0, d1)
         _conv_row_portable(y, 0, alpha, cm[r], qi, t)
         _fwd_limb_portable(t, w[g], wf[g], qi)
-        _sub_mul_row_portable(d0, t, p_inv[r], qi, d0)
+        sub_mul_row(d0, t, p_inv[r], qi, d0)
         _conv_row_portable(y, alpha, 2 * alpha, cm[r], qi, t)
         _fwd_limb_portable(t, w[g], wf[g], qi)
-        _sub_mul_row_portable(d1, t, p_inv[r], qi, d1)
+        sub_mul_row(d1, t, p_inv[r], qi, d1)
         for c in range(n_add):
             d = d0 if c == 0 else d1
             ar = addend[c, r]
@@ -657,10 +645,10 @@ def hoisted_finish_portable(ext, keys, count, y, cm, qp_rows, q, p_inv, w, wf, c
         key_ip_row(ext, key, r, g, qi, a0, a1)
         _conv_row_portable(yi, 0, alpha, cm[r], qi, t)
         _fwd_limb_portable(t, w[g], wf[g], qi)
-        _sub_mul_row_portable(a0, t, p_inv[r], qi, a0)
+        sub_mul_row(a0, t, p_inv[r], qi, a0)
         _conv_row_portable(yi, alpha, 2 * alpha, cm[r], qi, t)
         _fwd_limb_portable(t, w[g], wf[g], qi)
-        _sub_mul_row_portable(a1, t, p_inv[r], qi, a1)
+        sub_mul_row(a1, t, p_inv[r], qi, a1)
         cr = c0[r]
         o0 = out[i][0, r]
         o1 = out[i][1, r]

@@ -171,18 +171,25 @@ def add_scalar(a, c, q, out):
             out[i, j] = min(s, s - qi)
 
 
+@njit(cache=True, inline="always")
+def sub_mul_row(a, b, c, qi, out):
+    """out = (a - b) c mod qi for rows of residues a, b and a constant c < qi (out may be a),
+    on four-lane float64 vectors: the last step of rescale and ModDown."""
+    qd = to_f64(qi)
+    qv = fbcast(qd)
+    qinv = fbcast(1.0 / qd)
+    cv = fbcast(to_f64(c))
+    for jj in range(out.shape[0] >> 2):
+        j = jj << 2
+        d = fsub(fload(a, j), fload(b, j))
+        fstore(out, j, f4_residue(f4_mulmod(d, cv, qv, qinv), qv, qinv))
+
+
 @njit(cache=True, parallel=True)
 def sub_mul_scalar(a, b, c, q, out):
-    """out[i] = (a[i] - b[i]) * c[i] (mod q[i]): the last step of rescale and ModDown."""
-    k, n = a.shape
-    for i in prange(k):
-        qi = q[i]
-        ci = c[i]
-        qinv = 1.0 / float64(qi)
-        for j in range(n):
-            s = a[i, j] + (qi - b[i, j])
-            s = min(s, s - qi)
-            out[i, j] = mulmod(s, ci, qi, qinv)
+    """out[i] = (a[i] - b[i]) * c[i] (mod q[i]) (:func:`sub_mul_row` per row)."""
+    for i in prange(a.shape[0]):
+        sub_mul_row(a[i], b[i], c[i], q[i], out[i])
 
 
 _MASK32 = np.uint64((1 << 32) - 1)

@@ -1,35 +1,37 @@
 """Rescaling: divide an NTT-form RNS polynomial by its last prime, rounding to nearest."""
 import numpy as np
-from numba import float64, njit, prange, uint64
+from numba import njit, prange
 
 from . import ifma_arith as _fx
 from . import ntt
 from .cpu import USE_IFMA
-from .modarith import mulmod, reduce_small
+from .f64x4 import fbcast, fload, fstore
+from .modarith import f4_red, f4_residue, sub_mul_row, to_f64
 
 
 @njit(inline="always", cache=True)
-def _lift_row(v_row, half, qs_mod, qi, out):
-    """out[j] = [v]_{q_src} mod qi with v taken centred (see basis.lift_centered)."""
-    qinv = 1.0 / float64(qi)
-    for j in range(out.shape[0]):
-        v = v_row[j]
-        r = reduce_small(v, qi, qinv)
-        if v > half:
-            s = r + (qi - qs_mod)
-            r = min(s, s - qi)
-        out[j] = r
+def _lift_row(v_row, q_src, qi, out):
+    """out[j] = [v]_{q_src} mod qi with v taken centred (see basis.lift_centered): f4_red by
+    q_src gives the centred representative exactly (v/q_src is never within 2^-51 of 1/2)."""
+    sd = to_f64(q_src)
+    sv = fbcast(sd)
+    si = fbcast(1.0 / sd)
+    qd = to_f64(qi)
+    qv = fbcast(qd)
+    qinv = fbcast(1.0 / qd)
+    for jj in range(out.shape[0] >> 2):
+        j = jj << 2
+        fstore(out, j, f4_residue(f4_red(fload(v_row, j), sv, si), qv, qinv))
 
 
 @njit(cache=True, parallel=True)
 def _rescale_rows_ifma(x, last, q_src, rows, q, w, ws, qli, qli_c, tmp, out):
     k1, n = out.shape
-    half = q_src >> uint64(1)
     for i in prange(k1):
         g = rows[i]
         qi = q[g]
         t = tmp[i]
-        _lift_row(last, half, q_src % qi, qi, t)
+        _lift_row(last, q_src, qi, t)
         ntt._fwd_limb_ifma(t, w[g], ws[g], qi)
         _fx.sub_mul_row(x[i], t, qli[i], qli_c[i], qi, out[i])
 
@@ -37,21 +39,13 @@ def _rescale_rows_ifma(x, last, q_src, rows, q, w, ws, qli, qli_c, tmp, out):
 @njit(cache=True, parallel=True)
 def _rescale_rows_portable(x, last, q_src, rows, q, w, wf, qli, tmp, out):
     k1, n = out.shape
-    half = q_src >> uint64(1)
     for i in prange(k1):
         g = rows[i]
         qi = q[g]
         t = tmp[i]
-        _lift_row(last, half, q_src % qi, qi, t)
+        _lift_row(last, q_src, qi, t)
         ntt._fwd_limb_portable(t, w[g], wf[g], qi)
-        xi = x[i]
-        oi = out[i]
-        c = qli[i]
-        qinv = 1.0 / float64(qi)
-        for j in range(n):
-            s = xi[j] + (qi - t[j])
-            s = min(s, s - qi)
-            oi[j] = mulmod(s, c, qi, qinv)
+        sub_mul_row(x[i], t, qli[i], qi, out[i])
 
 
 _SHOUP = {}

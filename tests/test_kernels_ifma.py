@@ -62,7 +62,7 @@ def test_convert_exact(path, seed, k, m):
 @njit
 def _row_kernels(y, lo, hi, cm, p, a, c, conv, submul):
     basis._conv_row_portable(y, lo, hi, cm, p, conv)
-    basis._sub_mul_row_portable(a, conv, c, p, submul)
+    modarith.sub_mul_row(a, conv, c, p, submul)
 
 
 @example(seed=0, terms=20, target=0)
@@ -296,6 +296,7 @@ def test_rescale_both_paths(path, seed, k):
     tables = ntt.make_tables(primes, N)
     rows = np.arange(k, dtype=np.int64)
     x = edge(rng, primes)
+    x[-1, 4:8] = [primes[-1] // 2, primes[-1] // 2 + 1, primes[-1] // 2 - 1, 2]  # the centring edge
     x_c = x.copy()
     ntt.forward(x, rows, tables)
     ql = primes[-1]
