@@ -294,6 +294,15 @@ def _ftw(w, wf, k):
     return fbcast(to_f64(w[k])), fbcast(wf[k])
 
 
+@njit(cache=True, inline="always")
+def _fstore4(xf, j, b0, b1, b2, b3, a0, a1, a2, a3):
+    # the four quarters of a radix-4 pass, at offset j of each
+    fstore(xf, b0 + j, a0)
+    fstore(xf, b1 + j, a1)
+    fstore(xf, b2 + j, a2)
+    fstore(xf, b3 + j, a3)
+
+
 _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
@@ -335,10 +344,7 @@ def _fwd_limb_portable(x, w, wf, q):
                 a1, a3 = _fct(fload(xf, b1 + j), fload(xf, b3 + j), w1, w1f, qv, qi)
                 a0, a1 = _fct(a0, a1, w2, w2f, qv, qi)
                 a2, a3 = _fct(a2, a3, w3, w3f, qv, qi)
-                fstore(xf, b0 + j, a0)
-                fstore(xf, b1 + j, a1)
-                fstore(xf, b2 + j, a2)
-                fstore(xf, b3 + j, a3)
+                _fstore4(xf, j, b0, b1, b2, b3, a0, a1, a2, a3)
         m = m << _U2
         t = t >> _U2
     if t == np.uint64(8):
@@ -406,10 +412,7 @@ def _inv_limb_portable(x, w, wf, q, ni, nif, w1n, w1nf):
                 a2, a3 = _fgs(fload(xf, b2 + j), fload(xf, b3 + j), wb, wbf, qv, qi)
                 a0, a2 = _fgs(a0, a2, wc, wcf, qv, qi)
                 a1, a3 = _fgs(a1, a3, wc, wcf, qv, qi)
-                fstore(xf, b0 + j, a0)
-                fstore(xf, b1 + j, a1)
-                fstore(xf, b2 + j, a2)
-                fstore(xf, b3 + j, a3)
+                _fstore4(xf, j, b0, b1, b2, b3, a0, a1, a2, a3)
         h = h >> _U2
         t = t << _U2
     if h == _U2:
