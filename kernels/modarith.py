@@ -3,7 +3,10 @@
 Portable and exact for primes q < 2^50: a product a*b < 2^102 is reduced with a float64
 quotient estimate, which is off by at most one, and the remainder is computed exactly in
 float64 with FMA (see :func:`mulmod`), then corrected branch-free.
-Arrays are ``(k, N)`` uint64; ``q`` is the ``(k,)`` vector of the rows' primes.
+Arrays are ``(k, N)`` uint64; ``q`` is the ``(k,)`` vector of the rows' primes.  The row
+kernels on four-lane vectors (``f4_*`` users: ``key_ip_row``, ``sub_mul_row`` and the kernels
+built on them) need C-contiguous rows, as the scheme layer always passes; Numba refuses to
+compile them for strided views.
 """
 import numpy as np
 from numba import njit, prange, float64, int64, uint64
