@@ -47,21 +47,16 @@ def rem_exact(hi, lo, qh, qd, q):
 
 
 @njit(inline="always", cache=True)
-def mulmod_f(a, af, b, q, qinv):
-    """a*b mod q in [0, q) for af = to_f64(a), a < 2^52, b < 2^50 and ab/q < 2^51 (so for any
-    a < 2^52 and b < q < 2^50); qinv = 1.0 / q."""
+def mulmod(a, b, q, qinv):
+    """a*b mod q in [0, q) for a < 2^52, b < 2^50 and ab/q < 2^51 (so for any a < 2^52 and
+    b < q < 2^50); qinv = 1.0 / q."""
     # t = fl(fl(ab) * fl(1/q)) has relative error <= 3*2^-53, below 0.75 on a quotient < 2^51,
     # so floor(t) is floor(ab/q) - 1, + 0 or + 1 and r = ab - floor(t) q lies in [-q, 2q).
+    af = to_f64(a)
     bf = to_f64(b)
     hi = af * bf
     r = rem_exact(hi, fma(af, bf, -hi), np.floor(hi * qinv), to_f64(q), q)
     return min(r, r - q)
-
-
-@njit(inline="always", cache=True)
-def mulmod(a, b, q, qinv):
-    """a*b mod q in [0, q) for a < 2^52, b < 2^50 with ab/q < 2^51 (see :func:`mulmod_f`)."""
-    return mulmod_f(a, to_f64(a), b, q, qinv)
 
 
 @njit(inline="always", cache=True)
