@@ -83,9 +83,15 @@ def f4_red(x, qv, qi):
 
 
 @njit(cache=True, inline="always")
-def f4_mulmod(a, b, qv, qi):
+def f4_mulmod_est(a, b, t, qv):
+    """a b - rint(t) q, exactly, for an estimate t of ab/q (the NTT passes x * fl(w/q))."""
     hi = fmul(a, b)
-    return fsub(fnfma(frint(fmul(hi, qi)), qv, hi), fnfma(a, b, hi))
+    return fsub(fnfma(frint(t), qv, hi), fnfma(a, b, hi))
+
+
+@njit(cache=True, inline="always")
+def f4_mulmod(a, b, qv, qi):
+    return f4_mulmod_est(a, b, fmul(fmul(a, b), qi), qv)
 
 
 @njit(cache=True, inline="always")

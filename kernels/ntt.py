@@ -46,10 +46,10 @@ from .cpu import HAS_IFMA, USE_IFMA
 from .ifma import (madd52hi, madd52lo, shuf_even, shuf_hi1, shuf_hi2, shuf_hi4, shuf_ihi,
                    shuf_ilo, shuf_lo1, shuf_lo2, shuf_lo4, shuf_odd, spread2, spread4, vadd,
                    vand, vbcast, vload, vmin, vstore, vsub)
-from .f64x4 import (fadd, fbcast, fload, fload_dup2, fmul, fnfma, frint, fshuf_even,
+from .f64x4 import (fadd, fbcast, fload, fload_dup2, fmul, fshuf_even,
                     fshuf_hi1, fshuf_hi2, fshuf_ihi, fshuf_ilo, fshuf_lo1, fshuf_lo2, fshuf_odd,
                     fstore, fsub)
-from .modarith import f4_red, f4_residue, to_f64
+from .modarith import f4_mulmod_est, f4_red, f4_residue, to_f64
 
 MAX_PRIME_BITS = 50
 MIN_LOG_N = 4
@@ -272,8 +272,7 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
 
 @njit(cache=True, inline="always")
 def _fmulred(x, w, wf, q):
-    hi = fmul(x, w)
-    return fsub(fnfma(frint(fmul(x, wf)), q, hi), fnfma(x, w, hi))
+    return f4_mulmod_est(x, w, fmul(x, wf), q)
 
 
 @njit(cache=True, inline="always")
