@@ -11,7 +11,8 @@ AVX2 EPYC); with explicit vectors the last three stages run inside registers.
 
 Loads and stores take C-contiguous 1-D arrays and do no bounds checks.  A uint64 array is
 read as exact float64 integers (lanes must be below 2^52) and written from integer-valued
-float64 lanes in [0, 2^52), by bit patterns (no uint64 <-> float64 conversion instruction
+float64 lanes in [0, 2^52); ``fload`` also reads int64 arrays (lanes below 2^51 in magnitude),
+all by bit patterns (no uint64 <-> float64 conversion instruction
 exists before AVX-512).  Everything is module level so ``cache=True`` works for its users.
 """
 from llvmlite import ir
@@ -26,6 +27,8 @@ _VD = ir.VectorType(_D, 4)
 _VI = ir.VectorType(_I64, 4)
 _EXP52 = 0x4330000000000000     # bits of 2.0**52: bits(2^52) | x is the double 2^52 + x
 _TWO52 = float(2 ** 52)
+_MAGIC_BITS = 0x4338000000000000   # bits of 1.5 * 2.0**52
+_MAGIC = 1.5 * 2 ** 52
 
 
 class F4Type(types.Type):
@@ -42,9 +45,9 @@ class _F4Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VD)
 
 
-def _is_array(t):
+def _is_array(t, *dtypes):
     return (isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
-            and t.dtype in (types.float64, types.uint64))
+            and t.dtype in (dtypes or (types.float64, types.uint64)))
 
 
 def _ptr(context, builder, aryty, ary, idx, vty):
@@ -58,6 +61,14 @@ def _from_u52(builder, v):
     return builder.fsub(v, ir.Constant(v.type, [_TWO52] * v.type.count))
 
 
+def _from_i51(builder, v):
+    # 1.5*2^52 + x lies in [2^52, 2^53) for |x| < 2^51, where the ulp is 1, and its bits are
+    # those of 1.5*2^52 plus x in two's complement: one integer add builds the double
+    v = builder.add(v, ir.Constant(v.type, [_MAGIC_BITS] * v.type.count))
+    v = builder.bitcast(v, ir.VectorType(_D, v.type.count))
+    return builder.fsub(v, ir.Constant(v.type, [_MAGIC] * v.type.count))
+
+
 def _splat(builder, x, count=4):
     vty = ir.VectorType(x.type, count)
     v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
@@ -67,16 +78,18 @@ def _splat(builder, x, count=4):
 
 @intrinsic
 def fload(typingctx, ary, idx):
-    """ary[idx : idx + 4] as float64 lanes (uint64 arrays: exact for values below 2^52)."""
-    if not (_is_array(ary) and isinstance(idx, types.Integer)):
+    """ary[idx : idx + 4] as float64 lanes (exact for uint64 values below 2^52 and int64
+    values below 2^51 in magnitude)."""
+    if not ((_is_array(ary) or _is_array(ary, types.int64)) and isinstance(idx, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
-        if sig.args[0].dtype == types.float64:
+        dt = sig.args[0].dtype
+        if dt == types.float64:
             return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1], _VD),
                                 align=8)
         v = builder.load(_ptr(context, builder, sig.args[0], args[0], args[1], _VI), align=8)
-        return _from_u52(builder, v)
+        return _from_i51(builder, v) if dt == types.int64 else _from_u52(builder, v)
 
     return F4(ary, idx), codegen
 

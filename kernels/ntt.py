@@ -268,7 +268,8 @@ def make_tables(primes: Sequence[int], n: int) -> NTTTables:
 #   fall below 1.5q + 2, then below q/2 + 2 + |u - v| 2^-52 q + q/2 < 1.25q + 3, and so on
 #   towards q; every sum stays far below 2^53, so the integers are exact throughout.
 # * out(x) = modarith.f4_residue(x): red(x), plus q where negative: [0, q).
-# So both kernels take uint64 inputs below 2^52, not only residues.
+# So both kernels take uint64 inputs below 2^52, not only residues, and the forward one also
+# signed int64 inputs below 2^51 in magnitude (exact through fload's signed conversion).
 
 @njit(cache=True, inline="always")
 def _fmulred(x, w, wf, q):
@@ -310,17 +311,25 @@ _U4 = np.uint64(4)
 
 @njit(cache=True)
 def _fwd_limb_portable(x, w, wf, q):
+    _fwd_limb_from_portable(x, x, w, wf, q)
+
+
+@njit(cache=True)
+def _fwd_limb_from_portable(src, x, w, wf, q):
+    """x = NTT(src) mod q: ``src`` uint64 below 2^52 (``src is x``: in place) or signed
+    int64 below 2^51 in magnitude, such as a compact plaintext's coefficients (the first
+    stage takes signed inputs, so they need no reduction first)."""
     n = np.uint64(x.shape[0])
     qs = to_f64(q)
     qv = fbcast(qs)
     qi = fbcast(1.0 / qs)
     xf = x.view(np.float64)
-    # first stage (t = n/2), reading the uint64 residues
+    # first stage (t = n/2), reading the integers
     h = n >> _U1
     tw, twf = _ftw(w, wf, _U1)
     for jj in range(h >> _U2):
         j = jj << _U2
-        a, b = _fct(fload(x, j), fload(x, j + h), tw, twf, qv, qi)
+        a, b = _fct(fload(src, j), fload(src, j + h), tw, twf, qv, qi)
         fstore(xf, j, a)
         fstore(xf, j + h, b)
     # stages t = n/4 ... 16 in pairs (radix 4: half the passes over memory)

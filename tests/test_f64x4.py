@@ -74,3 +74,20 @@ def test_every_operation_matches_numpy(a, b, c, s, u):
     assert np.array_equal(out[16], a[[1, 1, 2, 2]])
     assert np.array_equal(out[17], u[[2, 2, 3, 3]].astype(np.float64))
     assert np.array_equal(outu[:4], u[1:5]) and outu[4] == 0
+
+
+@njit
+def _load_signed(x, out):
+    for j in range(0, x.shape[0], 4):
+        fstore(out, j, fload(x, j))
+
+
+@settings(max_examples=40, deadline=None)
+@given(v=st.lists(st.integers(-2 ** 51 + 1, 2 ** 51 - 1), min_size=4, max_size=40))
+def test_signed_load_is_exact_below_2_51(v):
+    # the edges of the range the compact-plaintext NTT relies on, then hypothesis' values
+    x = np.array([-2 ** 51 + 1, 2 ** 51 - 1, -1, 0] + v, np.int64)
+    x = x[: len(x) // 4 * 4]
+    out = np.empty(len(x))
+    _load_signed(x, out)
+    assert [int(f) for f in out] == x.tolist()

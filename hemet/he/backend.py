@@ -20,7 +20,7 @@ from numba.typed import List
 
 from ckks import Ciphertext
 
-from ._fused import coeff_mul_add_many, mul_add_many
+from ._fused import SMALL, coeff_mul_add_many, mul_add_many
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
@@ -93,22 +93,23 @@ class PlaintextCache:
 
 
 class _Coeffs:
-    """A pinned plaintext in compact form: its int64 coefficients (``data``, length N)."""
+    """A pinned plaintext in compact form: its int64 coefficients (``data``, length N) and
+    whether they all lie below ``_fused.SMALL`` in magnitude (``small``)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "small")
 
-    def __init__(self, data):
-        self.data = data
+    def __init__(self, data, small: bool):
+        self.data, self.small = data, small
 
 
 class _CompactPlaintext:
     """A compact cache entry fetched for a batch of products at ``level``/``scale``:
     ``multiply_plain_add_many`` converts it limb by limb inside the products."""
 
-    __slots__ = ("coeffs", "level", "scale")
+    __slots__ = ("coeffs", "small", "level", "scale")
 
-    def __init__(self, coeffs, level, scale):
-        self.coeffs, self.level, self.scale = coeffs, level, scale
+    def __init__(self, coeffs, small, level, scale):
+        self.coeffs, self.small, self.level, self.scale = coeffs, small, level, scale
 
 
 def _at_scale(pt, scale):
@@ -238,7 +239,7 @@ class HEBackend:
         for e in entries:
             if isinstance(e, _Coeffs):  # converted inside the products that use it
                 self.counts["encode_compact"] += 1
-                out.append(_CompactPlaintext(e.data, level, float(scale)))
+                out.append(_CompactPlaintext(e.data, e.small, level, float(scale)))
             else:
                 out.append(_at_scale(e, scale))
         return out
@@ -253,8 +254,9 @@ class HEBackend:
                     and 1.0 <= scale < 2.0 ** (self.ctx.log_q(level) - 1)  # else encode raises
                     and not self._ntt_fits(level)):
                 coeffs = np.round(enc.embed_inverse(make()) * scale)
-                if np.max(np.abs(coeffs)) < 2.0 ** 62:
-                    return _Coeffs(coeffs.astype(np.int64))
+                top = np.max(np.abs(coeffs))
+                if top < 2.0 ** 62:
+                    return _Coeffs(coeffs.astype(np.int64), bool(top < SMALL))
             self.counts["encode"] += 1
             return enc.encode(make(), level=level, scale=scale)
         finally:
@@ -316,7 +318,7 @@ class HEBackend:
                 acc[key] = self.multiply_plain_add(acc.get(key), ct, pt)
             return
         cts, pts, accs, keys = List(), List(), List(), []
-        c_cts, coeffs, c_accs, c_keys = List(), List(), List(), []
+        c_cts, coeffs, c_accs, c_keys, small = List(), List(), List(), [], []
         for key, ct, pt in terms:
             a = acc.get(key)
             if a is None:
@@ -326,6 +328,7 @@ class HEBackend:
             if isinstance(pt, _CompactPlaintext):
                 c_cts.append(ct.data)
                 coeffs.append(pt.coeffs)
+                small.append(pt.small)
                 c_accs.append(a.data)
                 c_keys.append(key)
             else:
@@ -338,7 +341,7 @@ class HEBackend:
             mul_add_many(cts, pts, accs, q, keys)
         if len(c_cts):
             coeff_mul_add_many(c_cts, coeffs, c_accs, q, self.ctx.q_rows(level), self.ctx.tables,
-                               c_keys)
+                               c_keys, small=small)
         self.counts["multiply_plain"] += len(terms)
         self.counts["add"] += len(terms)
 

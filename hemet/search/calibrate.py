@@ -239,9 +239,9 @@ def _convert_seconds(be, vec, level, scale, reps, n_pinned, cts, mul_add) -> tup
     try:
         first = be.encode_cached(keys[0], lambda: vec, level, scale)
         be.encode_cached(keys[0], lambda: vec, level, scale)
-        data = be.cache._d[keys[0]].data
+        e = be.cache._d[keys[0]]
         for k in keys[1:]:  # the same coefficients, distinct arrays (no FFT per entry)
-            be.cache.get(k, lambda: type(be.cache._d[keys[0]])(data.copy()), pin=True)
+            be.cache.get(k, lambda: type(e)(e.data.copy(), e.small), pin=True)
     finally:
         be.pinning, be.pin_pending = False, 0
     del first

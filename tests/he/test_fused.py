@@ -7,7 +7,7 @@ from numba.typed import List
 from sympy import isprime
 
 from kernels import cpu, ntt
-from hemet.he._fused import coeff_mul_add_many, mul_add_many, term_groups
+from hemet.he._fused import SMALL, coeff_mul_add_many, mul_add_many, small_flags, term_groups
 
 PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(
     not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA; portable path only"))]
@@ -50,19 +50,20 @@ def batch(draw):
 @given(batch())
 def test_coeff_mul_add_many_matches_python_ints(ifma, case):
     """acc[a_t] += ct_t * NTT(c_t mod q) per term, accumulators shared between terms, signed
-    coefficients up to 2^62 (the compact plaintexts' bound)."""
+    coefficients up to 2^62 (the compact plaintexts' bound) and, in the same batch, below
+    2^51 (the portable kernel's unreduced path, from its edges +-(2^51 - 1))."""
     log_n, n_terms, acc_of, mode, seed = case
     n = 1 << log_n
     t = _tables(n)
     rows = np.array([0, 1, 2])
     q = t.q[rows]
     rng = np.random.default_rng(seed)
-    bound = 2 ** 62
-    coeffs = [rng.integers(-bound, bound, n, dtype=np.int64) for _ in range(n_terms)]
+    bounds = rng.choice([2 ** 62, SMALL - 1, 2 ** 20], n_terms)
+    coeffs = [rng.integers(-b, b, n, dtype=np.int64, endpoint=True) for b in bounds]
     if mode == "edges":
-        for c in coeffs:
-            c[rng.random(n) < 0.3] = bound
-            c[rng.random(n) < 0.3] = -bound
+        for c, b in zip(coeffs, bounds):
+            c[rng.random(n) < 0.3] = b
+            c[rng.random(n) < 0.3] = -b
             c[rng.random(n) < 0.2] = 0
             c[rng.random(n) < 0.2] = -int(q[1])
     cts = [np.stack([np.stack([rng.integers(0, int(qi), n, dtype=np.uint64) for qi in q])
@@ -77,6 +78,7 @@ def test_coeff_mul_add_many_matches_python_ints(ifma, case):
                 w = want[acc_of[ti]][c][i]
                 for j in range(n):
                     w[j] = (w[j] + int(cts[ti][c, i, j]) * pt[j]) % qi
+    assert small_flags(coeffs).tolist() == [b < SMALL for b in bounds]
     coeff_mul_add_many(List(cts), List(coeffs), List([accs[a] for a in acc_of]), q, rows, t,
                        ifma=ifma)
     for a, w in zip(accs, want):
@@ -167,3 +169,24 @@ def test_mismatched_term_lists_are_refused():
     with pytest.raises(ValueError, match="one coefficient row"):
         coeff_mul_add_many(List([ct, ct]), List([np.zeros(16, np.int64)]), List([ct, ct]),
                            t.q, np.arange(3), t)
+
+
+def test_a_wrong_small_flag_is_refused_or_exact():
+    """The flags must cover the terms; a false flag only costs the reduction (same result)."""
+    n = 1 << 6
+    t = _tables(n)
+    rows = np.arange(3)
+    rng = np.random.default_rng(5)
+    coeffs = [rng.integers(-2 ** 40, 2 ** 40, n, dtype=np.int64) for _ in range(2)]
+    ct = np.stack([np.stack([rng.integers(0, int(qi), n, dtype=np.uint64) for qi in t.q])
+                   for _ in range(2)])
+    out = []
+    for small in ([True, True], [False, False]):
+        acc = np.zeros_like(ct)
+        coeff_mul_add_many(List([ct, ct]), List(coeffs), List([acc, acc]), t.q, rows, t,
+                           ifma=False, small=small)
+        out.append(acc)
+    assert np.array_equal(*out)
+    with pytest.raises(ValueError, match="small flag"):
+        coeff_mul_add_many(List([ct, ct]), List(coeffs), List([ct, ct]), t.q, rows, t,
+                           ifma=False, small=[True])

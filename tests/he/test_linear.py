@@ -398,18 +398,21 @@ def test_encode_cached_many_matches_single_encodes(rng, hekit):
 
 
 def test_products_of_compact_and_ntt_form_plaintexts_are_exact(rng, hekit):
-    """One batch mixing compact (converted inside the products) and NTT-form plaintexts,
-    accumulators shared between terms: bit for bit the evaluator's multiply and add."""
+    """One batch mixing compact (converted inside the products; one with coefficients past
+    2^51, which the portable kernel reduces first) and NTT-form plaintexts, accumulators
+    shared between terms: bit for bit the evaluator's multiply and add."""
     be = hekit.backend([])
     enc = hekit.ctx.encoder
     level, scale = 3, be.prime(3)
     vecs = [rng.normal(size=hekit.slots) for _ in range(6)]
+    vecs[0] = vecs[0] * 2.0 ** 57 / scale
     be.pinning, be.pin_pending = True, 10 ** 6  # the first four pinned compact
     be.encode_cached_many([(("w", i), (lambda v=v: v)) for i, v in enumerate(vecs[:4])], level, scale)
     be.pinning = False
     pts = be.encode_cached_many([(("w", i), (lambda v=v: v)) for i, v in enumerate(vecs)], level, scale)
     kinds = [isinstance(p, backend_mod._CompactPlaintext) for p in pts]
     assert kinds == [True] * 4 + [False] * 2
+    assert [p.small for p in pts[:4]] == [False, True, True, True]
     cts = [be.encrypt(rng.normal(size=hekit.slots), level=level) for _ in range(3)]
     terms = [(i % 2, cts[i % 3], pt) for i, pt in enumerate(pts)]
     acc = {}
