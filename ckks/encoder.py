@@ -6,7 +6,7 @@ O(N log N) butterflies over the 5^j-ordered roots, vectorized per stage with Num
 """
 import numpy as np
 
-from kernels import basis, modarith
+from kernels import basis, modarith, ntt
 from kernels.automorphism import bit_reverse_indices
 from kernels.fft import special_fft_inv
 from .ciphertext import Plaintext
@@ -101,11 +101,11 @@ class Encoder:
         k = len(rows)
         data = np.empty((len(vectors) * k, ctx.n), dtype=np.uint64)
         if coeffs.size and np.max(np.abs(coeffs)) < 2.0 ** 62:  # one check and cast for all
-            modarith.reduce_signed_rows(coeffs.astype(np.int64), ctx.moduli(rows), data)
+            ntt.forward_signed(coeffs.astype(np.int64), rows, ctx.tables, data)
         else:
             for b in range(len(vectors)):
                 self.coeffs_to_rns(coeffs[b], rows, data[b * k:(b + 1) * k])
-        ctx.ntt(data, np.tile(rows, len(vectors)))
+            ctx.ntt(data, np.tile(rows, len(vectors)))
         return [Plaintext(data[b * k:(b + 1) * k], level, scale, ctx.fingerprint)
                 for b in range(len(vectors))]
 

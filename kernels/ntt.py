@@ -49,7 +49,7 @@ from .ifma import (madd52hi, madd52lo, shuf_even, shuf_hi1, shuf_hi2, shuf_hi4, 
 from .f64x4 import (fadd, fbcast, fload, fload_dup2, fmul, fshuf_even,
                     fshuf_hi1, fshuf_hi2, fshuf_ihi, fshuf_ilo, fshuf_lo1, fshuf_lo2, fshuf_odd,
                     fstore, fsub)
-from .modarith import f4_mulmod_est, f4_red, f4_residue, to_f64
+from .modarith import f4_mulmod_est, f4_red, f4_residue, reduce_signed_row, to_f64
 
 MAX_PRIME_BITS = 50
 MIN_LOG_N = 4
@@ -852,6 +852,53 @@ def inverse_ifma(a: np.ndarray, rows: np.ndarray, t: NTTTables) -> None:
     kern = _inverse_ifma_serial if _serial(a) else _inverse_ifma_parallel
     kern(a, rows, t.q, t.w_inv, t.ws_inv, t.n_inv, t.n_inv_s, t.w1_n_inv,
          t.w1_n_inv_s)
+
+
+# -- signed integer coefficients (encoding, compact plaintexts) -------------------------------
+SIGNED_DIRECT = 1 << 51
+"""Signed inputs below this in magnitude go straight into the portable forward transform."""
+
+
+@njit(cache=True, parallel=True)
+def _forward_signed_portable(x, rows, out, q, w, wf, direct):
+    _check_rows(rows, q.shape[0])
+    k = rows.shape[0]
+    for r in prange(out.shape[0]):
+        p = rows[r % k]
+        if direct:
+            _fwd_limb_from_portable(x[r // k], out[r], w[p], wf[p], q[p])
+        else:
+            reduce_signed_row(x[r // k], q[p], out[r])
+            _fwd_limb_portable(out[r], w[p], wf[p], q[p])
+
+
+@njit(cache=True, parallel=True)
+def _forward_signed_ifma(x, rows, out, q, w, ws):
+    _check_rows(rows, q.shape[0])
+    k = rows.shape[0]
+    for r in prange(out.shape[0]):
+        p = rows[r % k]
+        reduce_signed_row(x[r // k], q[p], out[r])
+        _fwd_limb_ifma(out[r], w[p], ws[p], q[p])
+
+
+def forward_signed(x: np.ndarray, rows: np.ndarray, t: NTTTables, out: np.ndarray,
+                   ifma: bool = USE_IFMA) -> None:
+    """out[b * k + i] = NTT(x[b] mod q[rows[i]]) for signed int64 coefficient vectors
+    x (B, N) and k rows: the reduction and the transform in one pass over each limb.  The
+    portable path reads inputs below ``SIGNED_DIRECT`` as they are (its first stage takes
+    signed values) and reduces larger ones first; the IFMA one always reduces first."""
+    if type(x) is not np.ndarray or x.dtype != np.int64 or x.ndim != 2 or not x.flags.c_contiguous:
+        raise TypeError("x must be a C-contiguous 2-D int64 ndarray")
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    _check(out, np.tile(rows, x.shape[0]), t)
+    if x.shape[1] != out.shape[1]:
+        raise ValueError("x and out must have the same number of columns")
+    if ifma:
+        _forward_signed_ifma(x, rows, out, t.q, t.w_fwd, t.ws_fwd)
+    else:
+        direct = bool(x.size == 0 or -SIGNED_DIRECT < x.min() and x.max() < SIGNED_DIRECT)
+        _forward_signed_portable(x, rows, out, t.q, t.w_fwd, t.wf_fwd, direct)
 
 
 if USE_IFMA:

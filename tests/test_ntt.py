@@ -504,3 +504,37 @@ def test_tiny_primes(path):
             assert a[r].tolist() == ref_forward(orig[r].tolist(), int(t.q[p]), int(t.psi[p]))
         inv(a, rows, t)
         assert np.array_equal(a, orig)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log_n=st.integers(4, 6), b=st.integers(1, 3),
+       rows=st.lists(st.integers(0, 2), min_size=1, max_size=3),
+       bound=st.sampled_from(["direct", "edge", "wide"]), seed=st.integers(0, 2 ** 32 - 1))
+def test_forward_signed_matches_reference(path, log_n, b, rows, bound, seed):
+    """NTT of signed coefficients reduced per row: straight into the transform below
+    SIGNED_DIRECT (its edges +-(2^51 - 1) planted), reduced first up to int64's ends."""
+    n = 1 << log_n
+    t = tables(n)
+    rng = np.random.default_rng(seed)
+    top = {"direct": 2 ** 40, "edge": ntt.SIGNED_DIRECT - 1, "wide": 2 ** 63 - 1}[bound]
+    x = rng.integers(-top, top, (b, n), dtype=np.int64, endpoint=True)
+    x[:, :2] = [top, -top]
+    if bound == "wide":
+        x[0, 2] = -2 ** 63
+    out = np.empty((b * len(rows), n), np.uint64)
+    ntt.forward_signed(x, np.array(rows), t, out, ifma=path == "ifma")
+    for r in range(out.shape[0]):
+        q, psi = int(t.q[rows[r % len(rows)]]), int(t.psi[rows[r % len(rows)]])
+        assert out[r].tolist() == ref_forward([int(c) % q for c in x[r // len(rows)]], q, psi)
+
+
+def test_forward_signed_refuses_bad_arguments():
+    t = tables(16)
+    out = np.empty((2, 16), np.uint64)
+    with pytest.raises(TypeError, match="int64"):
+        ntt.forward_signed(np.zeros((1, 16), np.uint64), np.arange(2), t, out)
+    with pytest.raises(ValueError, match="rows"):
+        ntt.forward_signed(np.zeros((1, 16), np.int64), np.arange(3), t, out)
+    with pytest.raises(ValueError, match="rows out of range"):
+        ntt.forward_signed(np.zeros((1, 16), np.int64), np.array([0, 7]), t, out, ifma=False)

@@ -25,7 +25,7 @@ from kernels.ifma import madd52hi, madd52lo, vadd, vbcast, vload, vmin, vprefetc
 from kernels.ifma_arith import GROUP, MASK52, neg_inv52, r52, vmulred, vredc
 from kernels.f64x4 import fadd, fbcast, fload, fstore
 from kernels.modarith import f4_mulmod, f4_residue, reduce_signed_row, to_f64
-from kernels.ntt import USE_IFMA, _fwd_limb_from_portable, _fwd_limb_ifma, _fwd_limb_portable
+from kernels.ntt import SIGNED_DIRECT, USE_IFMA, _fwd_limb_from_portable, _fwd_limb_ifma, _fwd_limb_portable
 
 __all__ = ["mul_add_many", "coeff_mul_add_many", "term_groups"]
 
@@ -228,14 +228,11 @@ def _coeff_mul_add_many_portable(cts, coeffs, accs, q, rows, w, wf, small):
             _mul_acc_limb(buf, cts[t], accs[t], i, qi)
 
 
-SMALL = 2 ** 51
-"""Compact coefficients below this in magnitude skip the reduction: the portable forward NTT
-reads them signed (``kernels.ntt._fwd_limb_from_portable``)."""
-
-
 def small_flags(coeffs) -> np.ndarray:
-    """One flag per compact plaintext of ``coeffs``: all its coefficients below ``SMALL``."""
-    return np.array([int(np.max(np.abs(c))) < SMALL for c in coeffs], np.bool_)
+    """One flag per compact plaintext of ``coeffs``: all its coefficients below
+    ``kernels.ntt.SIGNED_DIRECT`` in magnitude (the portable NTT then reads them as they are)."""
+    return np.array([-SIGNED_DIRECT < c.min() and c.max() < SIGNED_DIRECT for c in coeffs],
+                    np.bool_)
 
 
 def coeff_mul_add_many(cts, coeffs, accs, q, rows, tables, acc_index=None,

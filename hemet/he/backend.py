@@ -14,13 +14,13 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from ckks import Plaintext
-from kernels.modarith import reduce_signed
+from kernels.ntt import SIGNED_DIRECT, forward_signed
 
 from numba.typed import List
 
 from ckks import Ciphertext
 
-from ._fused import SMALL, coeff_mul_add_many, mul_add_many
+from ._fused import coeff_mul_add_many, mul_add_many
 
 __all__ = ["HEBackend", "PlaintextCache"]
 
@@ -94,7 +94,7 @@ class PlaintextCache:
 
 class _Coeffs:
     """A pinned plaintext in compact form: its int64 coefficients (``data``, length N) and
-    whether they all lie below ``_fused.SMALL`` in magnitude (``small``)."""
+    whether they all lie below ``kernels.ntt.SIGNED_DIRECT`` in magnitude (``small``)."""
 
     __slots__ = ("data", "small")
 
@@ -256,7 +256,7 @@ class HEBackend:
                 coeffs = np.round(enc.embed_inverse(make()) * scale)
                 top = np.max(np.abs(coeffs))
                 if top < 2.0 ** 62:
-                    return _Coeffs(coeffs.astype(np.int64), bool(top < SMALL))
+                    return _Coeffs(coeffs.astype(np.int64), bool(top < SIGNED_DIRECT))
             self.counts["encode"] += 1
             return enc.encode(make(), level=level, scale=scale)
         finally:
@@ -276,8 +276,7 @@ class HEBackend:
         ctx = self.ctx
         rows = ctx.q_rows(level)
         data = np.empty((level + 1, ctx.n), dtype=np.uint64)
-        reduce_signed(coeffs, ctx.q_all[: level + 1], data)
-        ctx.ntt(data, rows)
+        forward_signed(coeffs[None], rows, ctx.tables, data)
         return Plaintext(data, level, float(scale), ctx.fingerprint)
 
     def cache_room(self, level: int) -> bool:

@@ -7,7 +7,7 @@ from numba.typed import List
 from sympy import isprime
 
 from kernels import cpu, ntt
-from hemet.he._fused import SMALL, coeff_mul_add_many, mul_add_many, small_flags, term_groups
+from hemet.he._fused import coeff_mul_add_many, mul_add_many, small_flags, term_groups
 
 PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(
     not cpu.HAS_IFMA, reason="CPU lacks AVX-512 IFMA; portable path only"))]
@@ -58,7 +58,7 @@ def test_coeff_mul_add_many_matches_python_ints(ifma, case):
     rows = np.array([0, 1, 2])
     q = t.q[rows]
     rng = np.random.default_rng(seed)
-    bounds = rng.choice([2 ** 62, SMALL - 1, 2 ** 20], n_terms)
+    bounds = rng.choice([2 ** 62, ntt.SIGNED_DIRECT - 1, 2 ** 20], n_terms)
     coeffs = [rng.integers(-b, b, n, dtype=np.int64, endpoint=True) for b in bounds]
     if mode == "edges":
         for c, b in zip(coeffs, bounds):
@@ -78,7 +78,7 @@ def test_coeff_mul_add_many_matches_python_ints(ifma, case):
                 w = want[acc_of[ti]][c][i]
                 for j in range(n):
                     w[j] = (w[j] + int(cts[ti][c, i, j]) * pt[j]) % qi
-    assert small_flags(coeffs).tolist() == [b < SMALL for b in bounds]
+    assert small_flags(coeffs).tolist() == [b < ntt.SIGNED_DIRECT for b in bounds]
     coeff_mul_add_many(List(cts), List(coeffs), List([accs[a] for a in acc_of]), q, rows, t,
                        ifma=ifma)
     for a, w in zip(accs, want):
