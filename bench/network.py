@@ -7,8 +7,9 @@
 
 Steps and what is timed: compile (graph -> packed program with its diagonals), key generation
 (relinearization + the program's Galois keys; their bytes in memory), ``prepare`` (plaintexts
-pre-encoded into a pinned cache of ``--cache-gb``), then per image: client encryption, server
-evaluation (``Program.run_encrypted``, per-step report), client decryption + unpacking.
+pre-encoded into a pinned cache of ``--cache-gb``), ``--warmup`` untimed runs of the first
+image (default 1), then per image: client encryption, server evaluation
+(``Program.run_encrypted``, per-step report), client decryption + unpacking.
 Agreement: encrypted top-1 == plaintext (``hemet.reference.forward``) top-1; the logit error
 is max |enc - plain| / max |plain| per image.
 
@@ -207,6 +208,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed runs of the first image before the timed ones (default 1: "
+                        "the plaintext cache and the kernels warm, as in a running server)")
     p.add_argument("--layout", choices=["multiplexed", "packed", "per_channel", "per_channel_strided"], default="multiplexed")
     p.add_argument("--global-pool", choices=["sum", "rotate", "matrix"], default="sum",
                    help="sum: channel sums before the classifier, exact zeros outside the logits (the server's choice)")
@@ -315,6 +319,10 @@ def main(argv=None) -> int:
     if record is not None:
         log(f"record {record.path}: {len(x) - len(todo)} of {len(x)} images already done")
     server, client, errs, agree, reports = [], [], [], [], []
+    for _ in range(a.warmup if todo else 0):  # a server's first requests fill its caches
+        t0 = time.perf_counter()
+        prog.run_encrypted(be, prog.encrypt(be, x[todo[0]]))
+        log(f"warm-up run: {time.perf_counter() - t0:.2f} s, not timed")
     for i in todo:
         be.encode_seconds = 0.0
         t0 = time.perf_counter()
