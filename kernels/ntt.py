@@ -859,17 +859,24 @@ SIGNED_DIRECT = 1 << 51
 """Signed inputs below this in magnitude go straight into the portable forward transform."""
 
 
+@njit(cache=True, inline="always")
+def _fwd_limb_signed_portable(x, out, w, wf, q, direct):
+    """out = NTT(x mod q) for a signed int64 row x: straight from x when ``direct`` (every
+    |x| below SIGNED_DIRECT), else reduced into ``out`` first."""
+    if direct:
+        _fwd_limb_from_portable(x, out, w, wf, q)
+    else:
+        reduce_signed_row(x, q, out)
+        _fwd_limb_portable(out, w, wf, q)
+
+
 @njit(cache=True, parallel=True)
 def _forward_signed_portable(x, rows, out, q, w, wf, direct):
     _check_rows(rows, q.shape[0])
     k = rows.shape[0]
     for r in prange(out.shape[0]):
         p = rows[r % k]
-        if direct:
-            _fwd_limb_from_portable(x[r // k], out[r], w[p], wf[p], q[p])
-        else:
-            reduce_signed_row(x[r // k], q[p], out[r])
-            _fwd_limb_portable(out[r], w[p], wf[p], q[p])
+        _fwd_limb_signed_portable(x[r // k], out[r], w[p], wf[p], q[p], direct)
 
 
 @njit(cache=True, parallel=True)
@@ -897,8 +904,12 @@ def forward_signed(x: np.ndarray, rows: np.ndarray, t: NTTTables, out: np.ndarra
     if ifma:
         _forward_signed_ifma(x, rows, out, t.q, t.w_fwd, t.ws_fwd)
     else:
-        direct = bool(x.size == 0 or -SIGNED_DIRECT < x.min() and x.max() < SIGNED_DIRECT)
-        _forward_signed_portable(x, rows, out, t.q, t.w_fwd, t.wf_fwd, direct)
+        _forward_signed_portable(x, rows, out, t.q, t.w_fwd, t.wf_fwd, fits_direct(x))
+
+
+def fits_direct(x: np.ndarray) -> bool:
+    """Whether every value of the int64 array x lies below SIGNED_DIRECT in magnitude."""
+    return bool(x.size == 0 or -SIGNED_DIRECT < x.min() and x.max() < SIGNED_DIRECT)
 
 
 if USE_IFMA:

@@ -25,7 +25,7 @@ from kernels.ifma import madd52hi, madd52lo, vadd, vbcast, vload, vmin, vprefetc
 from kernels.ifma_arith import GROUP, MASK52, neg_inv52, r52, vmulred, vredc
 from kernels.f64x4 import fadd, fbcast, fload, fstore
 from kernels.modarith import f4_mulmod, f4_residue, reduce_signed_row, to_f64
-from kernels.ntt import SIGNED_DIRECT, USE_IFMA, _fwd_limb_from_portable, _fwd_limb_ifma, _fwd_limb_portable
+from kernels.ntt import USE_IFMA, _fwd_limb_ifma, _fwd_limb_signed_portable, fits_direct
 
 __all__ = ["mul_add_many", "coeff_mul_add_many", "term_groups"]
 
@@ -220,19 +220,14 @@ def _coeff_mul_add_many_portable(cts, coeffs, accs, q, rows, w, wf, small):
         qi = q[i]
         p = rows[i]
         for t in range(len(coeffs)):
-            if small[t]:  # the NTT's first stage reads the signed coefficients themselves
-                _fwd_limb_from_portable(coeffs[t], buf, w[p], wf[p], qi)
-            else:
-                reduce_signed_row(coeffs[t], qi, buf)
-                _fwd_limb_portable(buf, w[p], wf[p], qi)
+            _fwd_limb_signed_portable(coeffs[t], buf, w[p], wf[p], qi, small[t])
             _mul_acc_limb(buf, cts[t], accs[t], i, qi)
 
 
 def small_flags(coeffs) -> np.ndarray:
     """One flag per compact plaintext of ``coeffs``: all its coefficients below
     ``kernels.ntt.SIGNED_DIRECT`` in magnitude (the portable NTT then reads them as they are)."""
-    return np.array([-SIGNED_DIRECT < c.min() and c.max() < SIGNED_DIRECT for c in coeffs],
-                    np.bool_)
+    return np.array([fits_direct(c) for c in coeffs], np.bool_)
 
 
 def coeff_mul_add_many(cts, coeffs, accs, q, rows, tables, acc_index=None,
