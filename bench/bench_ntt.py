@@ -60,3 +60,24 @@ def test_ntt(benchmark, nthreads, path, direction, log_n, limbs, threads):
     benchmark.extra_info.update(limbs=limbs, threads=threads, n=t.w_fwd.shape[1])
     benchmark.pedantic(fn, args=(a, rows, t), rounds=40 if limbs == 1 else 8,
                        iterations=1, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("inputs", ["below-2^51", "wide"])
+@pytest.mark.parametrize("limbs,threads", [(16, 1), (16, 2)], ids=["16limbs-1thr", "16limbs-2thr"])
+def test_forward_signed(benchmark, nthreads, inputs, limbs, threads):
+    """Signed coefficients to NTT form (encoding, compact plaintexts), N = 2^15, 4 vectors:
+    below 2^51 the portable transform reads them as they are; "wide" ones (up to 2^62) are
+    reduced first, as every input was before session 13.  On the IFMA path both reduce."""
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} threads available")
+    nthreads(threads)
+    t = _tables(15)
+    rng = np.random.default_rng(0)
+    top = 2 ** 45 if inputs == "below-2^51" else 2 ** 62
+    x = rng.integers(-top, top, (4, t.w_fwd.shape[1]), dtype=np.int64)
+    rows = np.arange(limbs, dtype=np.int64)
+    out = np.empty((4 * limbs, t.w_fwd.shape[1]), np.uint64)
+    ntt.forward_signed(x, rows, t, out)  # compile / warm up
+    benchmark.extra_info.update(limbs=limbs, threads=threads, vectors=4, direct=ntt.fits_direct(x))
+    benchmark.pedantic(ntt.forward_signed, args=(x, rows, t, out), rounds=8, iterations=1,
+                       warmup_rounds=2)
