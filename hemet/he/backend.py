@@ -14,7 +14,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from ckks import Plaintext
-from kernels.ntt import SIGNED_DIRECT, forward_signed
+from kernels.ntt import fits_direct, forward_signed
 
 from numba.typed import List
 
@@ -94,7 +94,8 @@ class PlaintextCache:
 
 class _Coeffs:
     """A pinned plaintext in compact form: its int64 coefficients (``data``, length N) and
-    whether they all lie below ``kernels.ntt.SIGNED_DIRECT`` in magnitude (``small``)."""
+    whether they all lie below ``kernels.ntt.SIGNED_DIRECT`` in magnitude (``small``,
+    ``kernels.ntt.fits_direct``)."""
 
     __slots__ = ("data", "small")
 
@@ -254,9 +255,9 @@ class HEBackend:
                     and 1.0 <= scale < 2.0 ** (self.ctx.log_q(level) - 1)  # else encode raises
                     and not self._ntt_fits(level)):
                 coeffs = np.round(enc.embed_inverse(make()) * scale)
-                top = np.max(np.abs(coeffs))
-                if top < 2.0 ** 62:
-                    return _Coeffs(coeffs.astype(np.int64), bool(top < SIGNED_DIRECT))
+                if np.max(np.abs(coeffs)) < 2.0 ** 62:
+                    c = coeffs.astype(np.int64)
+                    return _Coeffs(c, fits_direct(c))
             self.counts["encode"] += 1
             return enc.encode(make(), level=level, scale=scale)
         finally:
