@@ -64,6 +64,10 @@ class PlaintextCache:
         self.misses += 1
         return None
 
+    def keeps(self, size: int) -> bool:
+        """Whether :meth:`store` keeps an unpinned entry of ``size`` bytes (evicting others)."""
+        return self.max_bytes is None or self.pinned_bytes + size <= self.max_bytes
+
     def store(self, key, pt, pin: bool = False) -> None:
         """Keep ``pt`` (made after a miss) when the budget allows."""
         size = pt.data.nbytes
@@ -74,7 +78,7 @@ class PlaintextCache:
                 self.bytes += size
                 self.pinned_bytes += size
             return
-        if self.max_bytes is None or self.pinned_bytes + size <= self.max_bytes:
+        if self.keeps(size):
             self._d[key] = pt
             self.bytes += size
             if self.max_bytes is not None and self.bytes > self.max_bytes:
@@ -138,6 +142,7 @@ class HEBackend:
         self.pinning = False  # set by Program.prepare: encodes made meanwhile are pinned
         self.compact = compact
         self.pin_pending = 0  # plaintexts prepare will still pin after this one
+        self._scratch = np.empty(0, dtype=np.uint64)  # transient misses (encode_cached_many)
         # steps without a Galois key -> kept steps summing to them (Program.key_plan)
         self.paths = {int(k) % self.slots: [int(x) for x in v] for k, v in (rotation_paths or {}).items()}
 
@@ -215,13 +220,18 @@ class HEBackend:
             return pt
         return _at_scale(entry, scale)
 
-    def encode_cached_many(self, items, level, scale) -> list:
+    def encode_cached_many(self, items, level, scale, transient: bool = False) -> list:
         """``encode_cached`` for several ``(key, make)`` at one level and scale, for
         ``multiply_plain_add_many``: misses are encoded together (``Encoder.encode_many``: one
         FFT, reduction and NTT call over all of them, both threads busy); compact entries come
         back as they are, and the products convert them limb by limb in cache
         (``_fused.coeff_mul_add_many``) instead of writing NTT-form plaintexts out to memory
-        and reading them back."""
+        and reading them back.
+
+        ``transient``: misses the cache will not keep are written into one buffer this backend
+        reuses, so they are valid only until the next transient call (a stage multiplies each
+        batch before fetching the next).  A fresh batch's pages cost as much as its NTTs when
+        the process holds GiBs: 268 MB per batch of 32 at N = 2^16 and 17 limbs."""
         if self.pinning:  # prepare: each entry decides its own form (NTT or compact)
             entries = [self.cache.get(key, (lambda m=make: self._encode_entry(m, level, scale)),
                                       pin=True) for key, make in items]
@@ -230,11 +240,19 @@ class HEBackend:
             miss = [i for i, e in enumerate(entries) if e is None]
             if miss:
                 t0 = time.perf_counter()
-                pts = self.ctx.encoder.encode_many([items[i][1]() for i in miss], level, scale)
+                size = (level + 1) * self.ctx.n
+                keep = self.cache.keeps(size * 8)  # all or none: one size, one budget check
+                out = None
+                if transient and not keep:
+                    if self._scratch.size < len(miss) * size:
+                        self._scratch = np.empty(len(miss) * size, dtype=np.uint64)
+                    out = self._scratch[: len(miss) * size]
+                pts = self.ctx.encoder.encode_many([items[i][1]() for i in miss], level, scale, out=out)
                 self.encode_seconds += time.perf_counter() - t0
                 self.counts["encode"] += len(miss)
                 for i, pt in zip(miss, pts):
-                    self.cache.store(items[i][0], pt)
+                    if keep:
+                        self.cache.store(items[i][0], pt)
                     entries[i] = pt
         out = []
         for e in entries:

@@ -312,7 +312,7 @@ class LinearStage:
         ``level`` (``backend.cache_room(level)``).  Returns the number prepared."""
         room = getattr(backend, "cache_room", None)
         n = 0
-        for _ in self._terms(backend, level, in_scales, out_scale):
+        for _ in self._term_batches(backend, level, in_scales, out_scale):
             n += 1
             if room is not None and not room(level):
                 break
@@ -323,42 +323,32 @@ class LinearStage:
         q = backend.prime(level)
         return out_scale, [out_scale * q / s for s in in_scales]
 
-    def _terms(self, backend, level, in_scales, out_scale, batch: int = 0):
-        """(k, j, out ct, giant, baby, plaintext) for every diagonal, grouped by (k, j).
+    def _term_batches(self, backend, level, in_scales, out_scale, batch: int = 1):
+        """Lists of (k, j, out ct, giant, baby, plaintext) for every diagonal: at most ``batch``
+        per list, each list of one input ciphertext (k, j), grouped by (k, j).
 
-        ``batch`` > 0 and a backend with ``encode_cached_many``: plaintexts are fetched
-        ``batch`` at a time (compact cache entries converted together)."""
+        ``batch`` > 1 and a backend with ``encode_cached_many``: a list's plaintexts are
+        fetched together (compact cache entries converted together), and misses the cache
+        will not keep go into a buffer the next list's fetch reuses: use each list before
+        drawing the next."""
         _, pt_scales = self._pt_scales(backend, level, in_scales, out_scale)
         B = self.baby_steps
-        many = getattr(backend, "encode_cached_many", None) if batch else None
+        many = getattr(backend, "encode_cached_many", None) if batch > 1 else None
         for k, blocks in enumerate(self._blocks):
             for j, blk in blocks.items():
                 idx = list(zip(blk.out_ct.tolist(), blk.d.tolist()))
-                if many is None:
-                    for pos, (i, d) in enumerate(idx):
-                        g, b = d - d % B, d % B
-                        yield k, j, i, g, b, self._plain(backend, k, j, pos, g, level, pt_scales[k])
-                    continue
                 for p0 in range(0, len(idx), batch):
                     chunk = range(p0, min(p0 + batch, len(idx)))
-                    items = [((self.uid, k, j, pos, level, scale_key(pt_scales[k])),
-                              (lambda pos=pos, g=idx[pos][1] - idx[pos][1] % B:
-                               np.roll(blk.vector(pos), g))) for pos in chunk]
-                    pts = many(items, level, pt_scales[k])
-                    for pos, pt in zip(chunk, pts):
-                        i, d = idx[pos]
-                        yield k, j, i, d - d % B, d % B, pt
-
-    def _term_batches(self, backend, level, in_scales, out_scale):
-        """:meth:`_terms` in lists of at most ``batch`` terms of one input ciphertext."""
-        buf = []
-        for t in self._terms(backend, level, in_scales, out_scale, batch=self.batch):
-            if buf and (t[:2] != buf[0][:2] or len(buf) == self.batch):
-                yield buf
-                buf = []
-            buf.append(t)
-        if buf:
-            yield buf
+                    if many is None:
+                        pts = [self._plain(backend, k, j, pos, idx[pos][1] - idx[pos][1] % B, level,
+                                           pt_scales[k]) for pos in chunk]
+                    else:
+                        items = [((self.uid, k, j, pos, level, scale_key(pt_scales[k])),
+                                  (lambda pos=pos, g=idx[pos][1] - idx[pos][1] % B:
+                                   np.roll(blk.vector(pos), g))) for pos in chunk]
+                        pts = many(items, level, pt_scales[k], transient=True)
+                    yield [(k, j, idx[pos][0], idx[pos][1] - idx[pos][1] % B, idx[pos][1] % B, pt)
+                           for pos, pt in zip(chunk, pts)]
 
     def evaluate(self, backend, inputs, out_scale: float = None) -> list:
         """``inputs``: per stage input, its list of ciphertexts (or mirror vectors).
@@ -386,7 +376,7 @@ class LinearStage:
         # one input ciphertext's rotations are alive at a time (the terms come grouped by (k, j))
         acc = {}
         rotated, current = None, None
-        for terms in self._term_batches(backend, level, in_scales, out_scale):
+        for terms in self._term_batches(backend, level, in_scales, out_scale, self.batch):
             if terms[0][:2] != current:
                 current, rotated = terms[0][:2], None
                 babies = self._babies[current]

@@ -213,12 +213,13 @@ _uid = iter(range(1 << 62))
 
 
 def _encode_seconds(be, vec, level, scale, reps) -> float:
-    """A plaintext encoded on use, as the executor's batched fetch does (cache misses)."""
+    """A plaintext encoded on use, as the executor's batched fetch does (cache misses, into
+    the backend's reused buffer)."""
     batch = BATCH
 
     def run(_):
         items = [(("calib", next(_uid)), (lambda g=g: np.roll(vec, g))) for g in range(batch)]
-        be.encode_cached_many(items, level, scale)
+        be.encode_cached_many(items, level, scale, transient=True)
 
     cache, be.cache.max_bytes = be.cache.max_bytes, 0
     try:

@@ -245,6 +245,50 @@ def test_plaintext_cache_is_bounded(rng, hekit):
     assert be.cache.bytes <= 10 * 3 * limb
 
 
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_stage_with_transient_misses_is_correct(rng, hekit, batch):
+    """No cache at all: every batch's plaintexts are encoded into the backend's one reused
+    buffer, each batch overwriting the last; the stage must use every batch before the next
+    fetch (a generator that fetched ahead would multiply with overwritten plaintexts)."""
+    m, f, lin, lout = make_case("conv3x3", rng)
+    stage = LinearStage([(lin, m)], lout)
+    stage.batch = batch
+    be = hekit.backend(stage.rotation_steps, max_cache_bytes=0)
+    x = rng.normal(size=(C, H, W))
+    for _ in range(2):
+        cts = [be.encrypt(v, level=2) for v in lin.pack(x)]
+        got = lout.unpack([be.decrypt(c) for c in stage.evaluate(be, [cts])])
+        assert np.max(np.abs(got - f(x))) < 1e-3 * max(1, np.abs(f(x)).max())
+    assert len(be.cache) == 0
+    assert (be._scratch.size > 0) == (batch > 1)  # batch 1 fetches one by one (encode_cached)
+
+
+def test_transient_misses_share_a_buffer_and_kept_ones_do_not(rng, hekit):
+    limb = hekit.ctx.n * 8
+    level, enc = 2, hekit.ctx.encoder
+    be = hekit.backend([], max_cache_bytes=4 * 3 * limb)  # room for 4 at level 2
+    scale = be.prime(level)
+    vecs = [rng.normal(size=hekit.slots) for _ in range(9)]
+    want = [enc.encode(v, level=level, scale=scale).data for v in vecs]
+    items = [(("t", i), (lambda v=v: v)) for i, v in enumerate(vecs)]
+    kept = be.encode_cached_many(items[:3], level, scale, transient=True)  # room: kept, own memory
+    assert len(be.cache) == 3 and be._scratch.size == 0
+    be.cache._pinned.update(k for k, _ in items[:3])  # as if prepare had pinned them
+    be.cache.pinned_bytes = 3 * 3 * limb
+    be.cache.max_bytes = 3 * 3 * limb  # no room for another: the rest are transient
+    a = be.encode_cached_many(items[3:6], level, scale, transient=True)
+    for i, pt in enumerate(a):
+        assert np.array_equal(pt.data, want[3 + i])
+    b = be.encode_cached_many(items[6:9], level, scale, transient=True)
+    assert len(be.cache) == 3 and be._scratch.size == 3 * 3 * hekit.ctx.n
+    for i, pt in enumerate(b):
+        assert np.array_equal(pt.data, want[6 + i]) and np.shares_memory(pt.data, a[i].data)
+    for i, pt in enumerate(kept):
+        assert np.array_equal(pt.data, want[i]) and not np.shares_memory(pt.data, be._scratch)
+    c = be.encode_cached_many(items[6:9], level, scale)  # not transient: fresh arrays
+    assert not any(np.shares_memory(pt.data, be._scratch) for pt in c)
+
+
 @given(st.integers(0, 2 ** 32 - 1), st.integers(1, 60), st.sampled_from([1, 2, 3]),
        st.sampled_from([1, 2]))
 def test_diagonals_reproduce_the_slot_matrix(seed, nnz, n_in, n_out):
