@@ -11,6 +11,7 @@ plain 8 rotations (target: hoisted <= 0.5x plain), ``keyswitch-<size>`` the 1- a
 key switches (target: 2 threads >= 1.6x faster), ``keyswitch-phases-<size>`` the three phases
 of ``KeySwitcher.switch``.
 """
+import numpy as np
 import pytest
 
 from conftest import ROT_STEPS
@@ -83,6 +84,20 @@ def test_rotate8_plain(benchmark, setup):
     ev, ct = setup.ev, setup.ct
     out = benchmark(lambda: [ev.rotate(ct, s) for s in ROT_STEPS])
     assert len(out) == len(ROT_STEPS)
+
+
+# -- encoding ------------------------------------------------------------------------------
+@pytest.mark.parametrize("into", ["fresh", "reused"])
+def test_encode32(benchmark, setup, into):
+    """A batch of 32 plaintexts at the top level, as a stage encodes its cache misses: into
+    fresh arrays, or into one buffer reused across batches (``encode_many(out=...)``, what
+    ``HEBackend.encode_cached_many(transient=True)`` does for misses it will not keep)."""
+    _tag(benchmark, setup, "encode32", into=into)
+    enc, level = setup.ctx.encoder, setup.level
+    vecs = [np.roll(setup.values, i) for i in range(32)]
+    buf = np.empty(32 * (level + 1) * setup.ctx.n, dtype=np.uint64) if into == "reused" else None
+    out = benchmark(lambda: enc.encode_many(vecs, level, setup.params.scale, out=buf))
+    assert len(out) == 32 and out[0].data.shape == (level + 1, setup.ctx.n)
 
 
 # -- key switching -------------------------------------------------------------------------
