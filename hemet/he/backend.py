@@ -250,7 +250,12 @@ class HEBackend:
                 pts = self.ctx.encoder.encode_many([items[i][1]() for i in miss], level, scale, out=out)
                 self.encode_seconds += time.perf_counter() - t0
                 self.counts["encode"] += len(miss)
+                # a bounded cache may later evict some of a batch: each kept plaintext then
+                # owns its array, or a survivor would hold the whole batch beyond the budget
+                own = keep and self.cache.max_bytes is not None and len(miss) > 1
                 for i, pt in zip(miss, pts):
+                    if own:
+                        pt = Plaintext(pt.data.copy(), pt.level, pt.scale, pt.context_id)
                     if keep:
                         self.cache.store(items[i][0], pt)
                     entries[i] = pt

@@ -287,6 +287,9 @@ def test_transient_misses_share_a_buffer_and_kept_ones_do_not(rng, hekit):
         assert np.array_equal(pt.data, want[i]) and not np.shares_memory(pt.data, be._scratch)
     c = be.encode_cached_many(items[6:9], level, scale)  # not transient: fresh arrays
     assert not any(np.shares_memory(pt.data, be._scratch) for pt in c)
+    for i, pt in enumerate(kept):  # a bounded cache: kept ones own their arrays, not the batch's
+        assert pt.data.base is None or pt.data.base.nbytes == pt.data.nbytes
+        assert not any(np.shares_memory(pt.data, o.data) for o in kept[i + 1:])
 
 
 @given(st.integers(0, 2 ** 32 - 1), st.integers(1, 60), st.sampled_from([1, 2, 3]),
