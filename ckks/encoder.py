@@ -67,6 +67,14 @@ class Encoder:
         special_fft_inv(z, self._w_inv, self._brv, c)
         return np.concatenate([c.real, c.imag], axis=1)
 
+    def scaled_coeffs_many(self, vectors, scale: float) -> tuple[np.ndarray, float]:
+        """round(scale * embed_inverse(v)) of each slot vector as int64, (B, N), in one pass,
+        and the largest magnitude: the int64 values hold only where it is below
+        ``kernels.fft.LIMIT`` (2^62)."""
+        ints = np.empty((len(vectors), self.ctx.n), dtype=np.int64)
+        top = special_fft_inv_round(self._slot_matrix(vectors), self._w_inv, self._brv, float(scale), ints)
+        return ints, float(top)
+
     def _slot_matrix(self, vectors) -> np.ndarray:
         """(B, slots) complex128, zero-padded, of checked slot vectors."""
         z = np.zeros((len(vectors), self.slots), dtype=np.complex128)
@@ -105,8 +113,7 @@ class Encoder:
             raise ValueError(f"scale 2^{np.log2(scale):.1f} does not fit the modulus 2^{ctx.log_q(level):.1f} at level {level}")
         if not len(vectors):
             return []
-        ints = np.empty((len(vectors), ctx.n), dtype=np.int64)
-        big = special_fft_inv_round(self._slot_matrix(vectors), self._w_inv, self._brv, scale, ints)
+        ints, big = self.scaled_coeffs_many(vectors, scale)
         rows = ctx.q_rows(level)
         k = len(rows)
         shape = (len(vectors) * k, ctx.n)

@@ -14,6 +14,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from ckks import Plaintext
+from kernels.fft import LIMIT as ROUND_LIMIT
 from kernels.ntt import fits_direct, forward_signed
 
 from numba.typed import List
@@ -277,10 +278,9 @@ class HEBackend:
             if (self.pinning and self._compact_at(level)
                     and 1.0 <= scale < 2.0 ** (self.ctx.log_q(level) - 1)  # else encode raises
                     and not self._ntt_fits(level)):
-                coeffs = np.round(enc.embed_inverse(make()) * scale)
-                if np.max(np.abs(coeffs)) < 2.0 ** 62:
-                    c = coeffs.astype(np.int64)
-                    return _Coeffs(c, fits_direct(c))
+                c, top = enc.scaled_coeffs_many([make()], scale)
+                if top < ROUND_LIMIT:
+                    return _Coeffs(c[0], fits_direct(c[0]))
             self.counts["encode"] += 1
             return enc.encode(make(), level=level, scale=scale)
         finally:

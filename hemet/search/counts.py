@@ -38,6 +38,7 @@ import numpy as np
 
 from hemet.he.backend import PlaintextCache
 from hemet.he.linear import scale_key
+from kernels.fft import LIMIT
 
 __all__ = ["OPS", "CacheModel", "StepCount", "ProgramCounts", "count_program", "count_run"]
 
@@ -109,7 +110,7 @@ class CacheModel:
             return False
         if self.encoder is None:
             return True
-        return bool(np.max(np.abs(np.round(self.encoder.embed_inverse(make()) * scale))) < 2.0 ** 62)
+        return self.encoder.scaled_coeffs_many([make()], scale)[1] < LIMIT
 
     def _entry(self, make, level, scale):
         if self.pinning:
