@@ -87,6 +87,20 @@ def test_calibration_times_the_backend_and_round_trips(tmp_path):
     assert back.same_machine() and back.data["machine"]["cores"] >= 1
 
 
+def test_calibration_keeps_the_median_batch(monkeypatch):
+    """A table holds a typical call, not the luckiest: of batches lasting 5, 1, 3, 100 and 2
+    clock units (one call each) the timing is 3."""
+    from hemet.search import calibrate as cmod
+    clock = [0.0]
+    monkeypatch.setattr(cmod.time, "perf_counter", lambda: clock[0])
+    durations = iter([1.0, 1.0, 5.0, 1.0, 3.0, 100.0, 2.0])  # two probe calls, then 5 batches
+
+    def fn(i):
+        clock[0] += next(durations)
+
+    assert cmod._time(fn, min_seconds=0.5, reps=5) == 3.0
+
+
 def test_calibration_memory_stays_within_its_pool(monkeypatch):
     """The compact-product timing reuses the mul_add timing's accumulators (four terms into
     each, as the kernels group them): an accumulator per pinned plaintext took 24 GB at
