@@ -24,7 +24,7 @@ from kernels.ifma_arith import GROUP
 
 from .counts import BATCH
 
-__all__ = ["machine", "table_key", "calibrate", "Calibration", "SHIPPED", "default_path",
+__all__ = ["machine", "table_key", "calibrate", "combine", "Calibration", "SHIPPED", "default_path",
            "OtherMachineWarning"]
 
 SHIPPED = Path(__file__).resolve().parent / "calibration.json"
@@ -209,6 +209,30 @@ def calibrate(log_n: int, depth: int, dnum: int, threads: int = None, levels=Non
     return {"log_n": log_n, "depth": depth, "dnum": dnum, "threads": threads,
             "levels": levels, "ops": ops, "seconds": round(time.perf_counter() - t_start, 1),
             "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg()[0]}
+
+
+def combine(tables: list) -> dict:
+    """One table from several passes of :func:`calibrate` over the same parameters: the
+    median of the passes per operation and level (None where a pass has None).  Passes taken
+    minutes apart: on the 2-core EPYC two passes of one table, 50 min apart, differed by
+    0.75-0.96x per operation, moving a prediction by 15%; a burst of other work inside one
+    pass's window no longer sets the whole table."""
+    if not tables:
+        raise ValueError("no tables to combine")
+    first = tables[0]
+    keys = {(t["log_n"], t["depth"], t["dnum"], t["threads"]) for t in tables}
+    if len(keys) != 1:
+        raise ValueError(f"tables of different parameters cannot be combined: {sorted(keys)}")
+    ops = {}
+    for op, col in first["ops"].items():
+        cols = [t["ops"][op] for t in tables]
+        ops[op] = [None if any(c[lv] is None for c in cols) else float(np.median([c[lv] for c in cols]))
+                   for lv in range(len(col))]
+    out = dict(first, ops=ops, passes=len(tables),
+               seconds=round(sum(t.get("seconds", 0.0) for t in tables), 1),
+               measured=[t.get("measured") for t in tables],
+               loadavg=[t.get("loadavg") for t in tables])
+    return out
 
 
 _uid = iter(range(1 << 62))

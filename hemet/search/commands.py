@@ -20,12 +20,15 @@ def calibrate_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--level-step", type=int, default=1,
                    help="time every k-th level (and the top); the predictor fits a line per op")
+    p.add_argument("--passes", type=int, default=1,
+                   help="time every table this many times, one pass over all tables after "
+                   "another, and keep the median per operation (noisy machines: 3)")
     p.add_argument("--out", default=None, help="calibration file (default $HEMET_CALIBRATION or "
                    "the shipped hemet/search/calibration.json); tables are added or replaced")
 
 
 def calibrate_run(a) -> int:
-    from .calibrate import SHIPPED, Calibration, calibrate, default_path
+    from .calibrate import SHIPPED, Calibration, calibrate, combine, default_path
     from .params import select_parameters
     sets = []
     if a.depths:
@@ -48,14 +51,21 @@ def calibrate_run(a) -> int:
             print(f"{path}: starting afresh (its {len(cal.tables)} tables were measured on "
                   "another machine)", file=sys.stderr, flush=True)
         cal = Calibration(path=path)
-    for ln, d, dn in sets:
-        for t in a.threads:
-            levels = sorted(set(range(0, d + 1, a.level_step)) | {d, 1})
-            print(f"calibrating N=2^{ln} depth {d} dnum {dn}, {t} thread(s), levels {levels}",
-                  file=sys.stderr, flush=True)
-            cal.add(calibrate(ln, d, dn, threads=t, levels=levels,
-                              log=lambda m: print(m, file=sys.stderr, flush=True)))
-            cal.save(path)  # after every table: an interrupted run keeps what it measured
+    if a.passes < 1:
+        raise SystemExit("hemet calibrate: --passes must be at least 1")
+    passes = {}
+    for k in range(a.passes):
+        for ln, d, dn in sets:
+            for t in a.threads:
+                levels = sorted(set(range(0, d + 1, a.level_step)) | {d, 1})
+                print(f"calibrating N=2^{ln} depth {d} dnum {dn}, {t} thread(s), levels {levels}"
+                      + (f", pass {k + 1} of {a.passes}" if a.passes > 1 else ""),
+                      file=sys.stderr, flush=True)
+                done = passes.setdefault((ln, d, dn, t), [])
+                done.append(calibrate(ln, d, dn, threads=t, levels=levels,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True)))
+                cal.add(combine(done) if len(done) > 1 else done[0])
+                cal.save(path)  # after every table: an interrupted run keeps what it measured
     print(json.dumps({"path": str(path), "tables": sorted(cal.tables), "machine": cal.data["machine"]}))
     return 0
 

@@ -232,3 +232,48 @@ def test_calibrate_keeps_one_machine_per_file(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="shipped calibration was measured on another machine"):
         run(shipped)
     assert list(json.loads(shipped.read_text())["tables"]) == ["N2^15-L12-dnum2-t1"]
+
+
+def test_combine_takes_the_median_of_passes():
+    from hemet.search.calibrate import combine
+    base = {"log_n": 11, "depth": 2, "dnum": 2, "threads": 1}
+    t = [dict(base, ops={"rotate": [1.0, 5.0, None], "add": [1.0, 2.0, 3.0]}, seconds=1.0,
+              measured=f"m{i}", loadavg=0.5) for i in range(3)]
+    t[1]["ops"] = {"rotate": [3.0, 1.0, 2.0], "add": [9.0, 2.0, 3.0]}
+    t[2]["ops"] = {"rotate": [2.0, 4.0, 2.0], "add": [0.5, 2.0, 30.0]}
+    c = combine(t)
+    assert c["ops"]["rotate"] == [2.0, 4.0, None]
+    assert c["ops"]["add"] == [1.0, 2.0, 3.0]
+    assert c["passes"] == 3 and c["seconds"] == 3.0 and c["measured"] == ["m0", "m1", "m2"]
+    with pytest.raises(ValueError, match="different parameters"):
+        combine([t[0], dict(t[1], threads=2)])
+    with pytest.raises(ValueError):
+        combine([])
+
+
+def test_calibrate_passes_go_over_all_tables_in_turn(tmp_path, monkeypatch):
+    """--passes 3: every table once, then again (passes minutes apart), and the file holds the
+    median per operation."""
+    import argparse
+    from hemet.search import calibrate as cmod
+    from hemet.search.commands import calibrate_run, calibrate_setup
+    calls = []
+
+    def fake(ln, d, dn, threads, levels, log):
+        calls.append((d, threads))
+        v = {1: 1.0, 2: 7.0, 3: 3.0}[sum(1 for c in calls if c == (d, threads))]
+        return {"log_n": ln, "depth": d, "dnum": dn, "threads": threads, "ops": {"rotate": [v]},
+                "seconds": 1.0}
+
+    monkeypatch.setattr(cmod, "calibrate", fake)
+    p = argparse.ArgumentParser()
+    calibrate_setup(p)
+    out = tmp_path / "cal.json"
+    assert calibrate_run(p.parse_args(["--params", "11:2:2", "11:3:2", "--threads", "1", "2",
+                                       "--passes", "3", "--out", str(out)])) == 0
+    assert calls == [(2, 1), (2, 2), (3, 1), (3, 2)] * 3
+    tables = json.loads(out.read_text())["tables"]
+    assert len(tables) == 4
+    assert all(t["ops"]["rotate"] == [3.0] and t["passes"] == 3 for t in tables.values())
+    with pytest.raises(SystemExit):
+        calibrate_run(p.parse_args(["--params", "11:2:2", "--passes", "0", "--out", str(out)]))
