@@ -4,9 +4,11 @@ A key switch at N = 2^16 allocates and frees tens of MB of temporaries (the digi
 extended-basis products, the output).  glibc's defaults hand such memory back to the kernel
 after every operation (sizes above a dynamic mmap threshold are mapped and unmapped; a heap
 top above twice that threshold is trimmed) and fault it in again, zeroed, on the next one:
-measured on the 2-core EPYC, 2,152 page faults and 16 ms of system time in a 51 ms rotation
-at N = 2^16, level 12, dnum 1 (README, "Session 15").  Fixed thresholds keep those pages in
-the process instead.
+measured on the 2-core EPYC, 2,152 page faults and 16 ms of system time per rotation (median
+50.6 ms; 39.7 ms with these settings) at N = 2^16, level 12, dnum 1, 2 threads (README,
+"Session 15").  Fixed thresholds keep those pages in the process instead.  It is the
+calibration's fresh processes that gain: a warm server reuses its heap's holes, and neither
+it nor ``hemet demo`` measured a change.
 
 Done once, at import, through ``mallopt``; only where the C library has it (glibc) and the
 user set no ``MALLOC_*_`` variable of their own (theirs win).
