@@ -10,6 +10,6 @@ portable float64-quotient path are exact.
 """
 from . import _cache  # noqa: F401  (first: before any cached kernel is defined)
 from .cpu import HAS_IFMA, USE_IFMA, set_num_threads, get_num_threads  # noqa: F401
-from .memory import tune_malloc  # noqa: E402
+from .memory import tune_malloc
 
 tune_malloc()

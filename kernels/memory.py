@@ -21,8 +21,8 @@ import sys
 
 __all__ = ["tune_malloc", "MALLOC_SETTINGS"]
 
-# mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+# mallopt's parameter numbers (malloc.h)
+_PARAM = {"trim_threshold": -1, "top_pad": -2, "mmap_threshold": -3}
 
 MALLOC_SETTINGS = {
     # glibc's largest accepted value (HEAP_MAX_SIZE / 2 on 64-bit); fixing it also stops the
@@ -57,9 +57,6 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    s = MALLOC_SETTINGS
-    results = [mallopt(_M_MMAP_THRESHOLD, s["mmap_threshold"]),
-               mallopt(_M_TRIM_THRESHOLD, s["trim_threshold"]),
-               mallopt(_M_TOP_PAD, s["top_pad"])]
+    results = [mallopt(_PARAM[name], value) for name, value in MALLOC_SETTINGS.items()]
     _tuned = all(r == 1 for r in results)
     return _tuned
