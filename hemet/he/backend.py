@@ -231,7 +231,8 @@ class HEBackend:
 
         ``transient``: misses the cache will not keep are written into one buffer this backend
         reuses, so they are valid only until the next transient call (a stage multiplies each
-        batch before fetching the next).  A fresh batch's pages cost as much as its NTTs when
+        batch before fetching the next); misses a bounded cache keeps are encoded there too and
+        copied into arrays of their own.  A fresh batch's pages cost as much as its NTTs when
         the process holds GiBs: 268 MB per batch of 32 at N = 2^16 and 17 limbs."""
         if self.pinning:  # prepare: each entry decides its own form (NTT or compact)
             entries = [self.cache.get(key, (lambda m=make: self._encode_entry(m, level, scale)),
@@ -243,23 +244,26 @@ class HEBackend:
                 t0 = time.perf_counter()
                 size = (level + 1) * self.ctx.n
                 keep = self.cache.keeps(size * 8)  # all or none: one size, one budget check
+                # a bounded cache may later evict some of a batch: each kept plaintext then
+                # owns its array, or a survivor would hold the whole batch beyond the budget
+                own = keep and self.cache.max_bytes is not None and len(miss) > 1
                 out = None
-                if transient and not keep:
+                # kept copies are made at once, so their batch can go to the reused buffer too:
+                # a fresh batch is above the mmap threshold (88 MB for 32 at N = 2^15, 11
+                # limbs) and every page of it faults, where the copies reuse freed heap
+                if transient and (own or not keep):
                     if self._scratch.size < len(miss) * size:
                         self._scratch = np.empty(len(miss) * size, dtype=np.uint64)
                     out = self._scratch[: len(miss) * size]
                 pts = self.ctx.encoder.encode_many([items[i][1]() for i in miss], level, scale, out=out)
-                self.encode_seconds += time.perf_counter() - t0
                 self.counts["encode"] += len(miss)
-                # a bounded cache may later evict some of a batch: each kept plaintext then
-                # owns its array, or a survivor would hold the whole batch beyond the budget
-                own = keep and self.cache.max_bytes is not None and len(miss) > 1
                 for i, pt in zip(miss, pts):
                     if own:
                         pt = Plaintext(pt.data.copy(), pt.level, pt.scale, pt.context_id)
                     if keep:
                         self.cache.store(items[i][0], pt)
                     entries[i] = pt
+                self.encode_seconds += time.perf_counter() - t0
         out = []
         for e in entries:
             if isinstance(e, _Coeffs):  # converted inside the products that use it

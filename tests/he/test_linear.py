@@ -272,7 +272,8 @@ def test_transient_misses_share_a_buffer_and_kept_ones_do_not(rng, hekit):
     want = [enc.encode(v, level=level, scale=scale).data for v in vecs]
     items = [(("t", i), (lambda v=v: v)) for i, v in enumerate(vecs)]
     kept = be.encode_cached_many(items[:3], level, scale, transient=True)  # room: kept, own memory
-    assert len(be.cache) == 3 and be._scratch.size == 0
+    assert len(be.cache) == 3 and be._scratch.size == 3 * 3 * hekit.ctx.n  # encoded there, copied out
+    assert not any(np.shares_memory(pt.data, be._scratch) for pt in kept)
     be.cache._pinned.update(k for k, _ in items[:3])  # as if prepare had pinned them
     be.cache.pinned_bytes = 3 * 3 * limb
     be.cache.max_bytes = 3 * 3 * limb  # no room for another: the rest are transient
