@@ -5,8 +5,8 @@ extended-basis products, the output).  glibc's defaults hand such memory back to
 after every operation (sizes above a dynamic mmap threshold are mapped and unmapped; a heap
 top above twice that threshold is trimmed) and fault it in again, zeroed, on the next one:
 measured on the 2-core EPYC, 2,152 page faults and 16 ms of system time per rotation (median
-50.6 ms; 39.7 ms with these settings) at N = 2^16, level 12, dnum 1, 2 threads (README,
-"Session 15").  Fixed thresholds keep those pages in the process instead.  It is the
+50.6 ms; 39.7 ms with these settings) at N = 2^16, level 12, dnum 1, 2 threads
+(``bench/results/amd/README.md``, session 15).  Fixed thresholds keep those pages in the process instead.  It is the
 calibration's fresh processes that gain: a warm server reuses its heap's holes, and neither
 it nor ``hemet demo`` measured a change.
 
