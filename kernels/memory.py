@@ -6,9 +6,9 @@ after every operation (sizes above a dynamic mmap threshold are mapped and unmap
 top above twice that threshold is trimmed) and fault it in again, zeroed, on the next one:
 measured on the 2-core EPYC, 2,152 page faults and 16 ms of system time per rotation (median
 50.6 ms; 39.7 ms with these settings) at N = 2^16, level 12, dnum 1, 2 threads
-(``bench/results/amd/README.md``, session 15).  Fixed thresholds keep those pages in the process instead.  It is the
-calibration's fresh processes that gain: a warm server reuses its heap's holes, and neither
-it nor ``hemet demo`` measured a change.
+(``bench/results/amd/README.md``, session 15).  Fixed thresholds keep those pages in the
+process instead.  It is the calibration's fresh processes that gain: a warm server reuses its
+heap's holes, and neither it nor ``hemet demo`` measured a change.
 
 Done once, at import, through ``mallopt``; only where the C library has it (glibc) and the
 user set no ``MALLOC_*_`` variable of their own (theirs win).

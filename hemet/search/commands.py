@@ -30,6 +30,8 @@ def calibrate_setup(p: argparse.ArgumentParser) -> None:
 def calibrate_run(a) -> int:
     from .calibrate import SHIPPED, Calibration, calibrate, combine, default_path
     from .params import select_parameters
+    if a.passes < 1:  # before the calibration file is touched
+        raise SystemExit("hemet calibrate: --passes must be at least 1")
     sets = []
     if a.depths:
         for d in a.depths:
@@ -51,8 +53,6 @@ def calibrate_run(a) -> int:
             print(f"{path}: starting afresh (its {len(cal.tables)} tables were measured on "
                   "another machine)", file=sys.stderr, flush=True)
         cal = Calibration(path=path)
-    if a.passes < 1:
-        raise SystemExit("hemet calibrate: --passes must be at least 1")
     passes = {}
     for k in range(a.passes):
         for ln, d, dn in sets:
