@@ -281,10 +281,8 @@ def main(argv=None) -> int:
     import ckks
     from hemet import modelfile
     from hemet.cli import resolve_model
-    from hemet.commands import keep_freed_memory
     from hemet.data import to_nchw_float
 
-    keep_freed_memory()  # as bench/network.py and the hemet CLI run
     ckks.set_num_threads(a.threads)
     model = modelfile.load(resolve_model(a.model))
     sub = prefix_model(model, a.until)

@@ -240,12 +240,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     import ckks
-    from hemet.commands import keep_freed_memory
     from hemet.he import HEBackend
     from hemet.he.program import compile_model, format_report
     from hemet.reference import forward
-
-    keep_freed_memory()  # as the hemet CLI (and the calibration) run: freed arrays are reused
 
     ckks.set_num_threads(a.threads)
     model, source = load_model(a)

@@ -213,8 +213,6 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default="reproduce_latency.png")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    from hemet.commands import keep_freed_memory
-    keep_freed_memory()  # as the hemet CLI and the calibration run
 
     results = {}
     for key, name in (("baseline", a.baseline), ("hemet", a.hemet)):

@@ -573,27 +573,8 @@ def _tour_run(args) -> int:
 
 
 # ---------------------------------------------------------------------------- registration
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed blocks (up to its 32 MiB mmap limit) for reuse instead
-    of returning them to the OS.  An inference allocates and frees ciphertext-sized arrays
-    thousands of times; handing them back means every new one is page-faulted in again (on
-    these VMs about 4 s of kernel time per hemet-fire1-4 inference, about 1 s with this).
-    A no-op where glibc is absent."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = libc.mallopt(m_mmap_threshold, 32 << 20)
-    ok &= libc.mallopt(m_trim_threshold, 1 << 30)
-    ok &= libc.mallopt(m_top_pad, 64 << 20)
-    return bool(ok)
-
-
 def _wrap(run):
     def wrapped(args):
-        keep_freed_memory()
         try:
             return run(args)
         except CommandError as e:

@@ -1,14 +1,20 @@
-"""Allocator setup: keep the kernels' large temporaries on the heap between operations.
+"""Allocator setup: keep large temporaries in the process between operations.
 
 A key switch at N = 2^16 allocates and frees tens of MB of temporaries (the digits, the
-extended-basis products, the output).  glibc's defaults hand such memory back to the kernel
-after every operation (sizes above a dynamic mmap threshold are mapped and unmapped; a heap
-top above twice that threshold is trimmed) and fault it in again, zeroed, on the next one:
-measured on the 2-core EPYC, 2,152 page faults and 16 ms of system time per rotation (median
-50.6 ms; 39.7 ms with these settings) at N = 2^16, level 12, dnum 1, 2 threads
-(``bench/results/amd/README.md``, session 15).  Fixed thresholds keep those pages in the
-process instead.  It is the calibration's fresh processes that gain: a warm server reuses its
-heap's holes, and neither it nor ``hemet demo`` measured a change.
+extended-basis products, the output); a linear stage's compile gathers arrays of 70 MB; an
+encode batch at N = 2^15 is 88 MB.  glibc's defaults hand such memory back to the kernel (sizes
+above a dynamic mmap threshold are mapped and unmapped; a heap top above twice that threshold
+is trimmed) and fault it in again, zeroed, on the next use.  On these VMs that is worse than a
+page fault: the balloon driver reports freed memory to the host, and touching it again ran at
+75-500 MB/s (a 762 MiB array took 1.6-10 s to fill the first time, 0.1-0.15 s the second).
+Measured on the 2-core EPYC, session 15: 2,152 page faults and 16 ms of system time per
+rotation at N = 2^16, level 12, dnum 1, 2 threads (median 50.6 ms; 39.7 ms with a 32 MiB mmap
+threshold); session 17: ``hemet demo`` 70.3 / 56.9 s with a 32 MiB threshold, 45.9 / 41.2 s
+with everything below 1 GiB kept on the heap (``bench/results/amd/README.md``).
+
+The cost: a process keeps its peak heap (``hemet demo``: 3.56 vs 3.19 GB maximum resident);
+holes left by freed arrays are reused by the next ones, and a free heap top beyond the trim
+threshold still goes back.
 
 Done once, at import, through ``mallopt``; only where the C library has it (glibc) and the
 user set no ``MALLOC_*_`` variable of their own (theirs win).
@@ -25,15 +31,17 @@ __all__ = ["tune_malloc", "MALLOC_SETTINGS"]
 _PARAM = {"trim_threshold": -1, "top_pad": -2, "mmap_threshold": -3}
 
 MALLOC_SETTINGS = {
-    # glibc's largest accepted value (HEAP_MAX_SIZE / 2 on 64-bit); fixing it also stops the
-    # dynamic threshold, so a one-off large free no longer changes later behaviour
-    "mmap_threshold": 32 << 20,
+    # fixing it also stops the dynamic threshold, so a one-off large free no longer changes
+    # later behaviour; above it (a network's multi-GiB stores) mapping is what is wanted
+    "mmap_threshold": 1 << 30,
     # a free heap top is given back only beyond this: the temporaries of one operation
-    # (up to ~100 MB at N = 2^16 with 30+ limbs) stay, a released network's GiBs do not
+    # (up to ~100 MB at N = 2^16 with 30+ limbs) stay
     "trim_threshold": 1 << 30,
     # grow the heap in steps of this much, so a larger temporary is one brk, not many
     "top_pad": 64 << 20,
 }
+
+_CAPPED_MMAP_THRESHOLD = 32 << 20  # HEAP_MAX_SIZE / 2 on 64-bit
 
 _tuned = None
 
@@ -57,6 +65,8 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    results = [mallopt(_PARAM[name], value) for name, value in MALLOC_SETTINGS.items()]
-    _tuned = all(r == 1 for r in results)
+    results = {name: mallopt(_PARAM[name], value) for name, value in MALLOC_SETTINGS.items()}
+    if results["mmap_threshold"] != 1:  # a glibc that caps it at HEAP_MAX_SIZE / 2
+        results["mmap_threshold"] = mallopt(_PARAM["mmap_threshold"], _CAPPED_MMAP_THRESHOLD)
+    _tuned = all(r == 1 for r in results.values())
     return _tuned
