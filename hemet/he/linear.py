@@ -105,28 +105,11 @@ class _Block:
 
     __slots__ = ("out_ct", "d", "n", "slots", "dense", "starts", "seg_slot", "seg_val")
 
-    @classmethod
-    def build(cls, key, o_s, vals, n_out, slots, materialize):
-        self = cls()
+    def __init__(self, keys, slots):
         self.slots = slots
-        present = np.zeros(n_out * slots, dtype=bool)
-        present[key] = True
-        uniq = np.flatnonzero(present)
-        self.n = uniq.size
-        self.out_ct, self.d = uniq // slots, uniq % slots
+        self.n = keys.size
+        self.out_ct, self.d = keys // slots, keys % slots
         self.dense = self.starts = self.seg_slot = self.seg_val = None
-        if not materialize or not self.n:
-            return self
-        inv = (np.cumsum(present) - 1)[key]
-        if self.n * slots <= 2 * key.size:
-            dense = np.bincount(inv * slots + o_s, weights=vals, minlength=self.n * slots)
-            self.dense = dense.reshape(self.n, slots)
-        else:
-            order = np.argsort(_small_int(inv, self.n), kind="stable")
-            self.starts = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=self.n))])
-            self.seg_slot = o_s[order].astype(np.int32)
-            self.seg_val = vals[order]
-        return self
 
     def vector(self, pos) -> np.ndarray:
         if self.dense is not None:
@@ -139,6 +122,68 @@ class _Block:
         if self.dense is not None:
             return self.dense.nbytes
         return 0 if self.seg_val is None else self.seg_val.nbytes + self.seg_slot.nbytes + self.starts.nbytes
+
+
+# one pass's diagonal counts stay below this (layouts of many input ciphertexts take several)
+_COUNTS_BYTES = 64 << 20
+
+
+def _diagonal_blocks(m, lay: Layout, out_layout: Layout, out_index, materialize: bool) -> dict:
+    """{input ciphertext j: _Block} of map ``m`` from ``lay`` to ``out_layout``
+    (:mod:`kernels.diagonals`).  A block is dense where its n diagonals' n * slots values
+    take at most twice the room of its entries."""
+    from kernels.diagonals import count_diagonals, fill_diagonals
+    slots, n_out, n_in = out_layout.slots, out_layout.n_ciphertexts, lay.n_ciphertexts
+    args = (m.rows, m.cols, m.vals, *out_index, *_flat_index(lay), slots,
+            getattr(out_layout, "replicas", 1), getattr(lay, "replicas", 1))
+    step = max(1, _COUNTS_BYTES // (4 * n_out * slots))
+    blocks = {}
+    for j0 in range(0, n_in, step):
+        counts = np.zeros((min(step, n_in - j0), n_out * slots), dtype=np.int32)
+        count_diagonals(*args, j0, counts)
+        found = {}
+        for jj, c in enumerate(counts):
+            keys = np.flatnonzero(c)
+            if keys.size:
+                found[j0 + jj] = (keys, c[keys].astype(np.int64))
+                blocks[j0 + jj] = _Block(keys, slots)
+        if not materialize or not found:
+            continue
+        # where each block's values go: dense rows, or segments (dense_at < 0 points into cursor)
+        dense_at = np.zeros(len(counts), dtype=np.int64)
+        n_dense = n_seg = n_seg_diag = 0
+        for j, (keys, per_diag) in found.items():
+            counts[j - j0, keys] = np.arange(keys.size, dtype=np.int32)  # counts -> positions
+            if keys.size * slots <= 2 * int(per_diag.sum()):
+                dense_at[j - j0] = n_dense
+                n_dense += keys.size * slots
+            else:
+                dense_at[j - j0] = -n_seg_diag - 1
+                n_seg_diag += keys.size
+                n_seg += int(per_diag.sum())
+        dense = np.zeros(n_dense)
+        seg_slot, seg_val = np.empty(n_seg, dtype=np.int32), np.empty(n_seg)
+        cursor = np.empty(n_seg_diag, dtype=np.int64)
+        starts = {}
+        at = 0
+        for j, (keys, per_diag) in found.items():
+            if dense_at[j - j0] < 0:
+                st = np.concatenate([[0], np.cumsum(per_diag)])
+                first = -int(dense_at[j - j0]) - 1
+                cursor[first:first + keys.size] = at + st[:-1]
+                starts[j] = (at, st)
+                at += int(st[-1])
+        fill_diagonals(*args, j0, counts, dense_at, dense, cursor, seg_slot, seg_val)
+        for j, (keys, _) in found.items():
+            blk = blocks[j]
+            if dense_at[j - j0] >= 0:
+                a = int(dense_at[j - j0])
+                blk.dense = dense[a:a + keys.size * slots].reshape(keys.size, slots)
+            else:
+                a, st = starts[j]
+                blk.starts = st
+                blk.seg_slot, blk.seg_val = seg_slot[a:a + st[-1]], seg_val[a:a + st[-1]]
+    return blocks
 
 
 class LinearStage:
@@ -162,7 +207,7 @@ class LinearStage:
         self.slots = slots
         total_bias = np.zeros(out_layout.size) if bias is None else \
             np.asarray(bias, dtype=np.float64).reshape(out_layout.size).copy()
-        out_ct_of, out_slot_of = _flat_index(out_layout)
+        out_index = _flat_index(out_layout)
         self._blocks = []   # per input k: {input ciphertext j: _Block of its diagonals}
         block_keys = []
         for k, inp in enumerate(self.inputs):
@@ -175,46 +220,8 @@ class LinearStage:
                 raise LayoutError(f"input {k}: map writes {m.out_shape}, output layout holds "
                                   f"{out_layout.shape}")
             total_bias += m.bias
-            in_ct_of, in_slot_of = _flat_index(lay)
-            nz = m.vals != 0
-            rows, cols, vals = m.rows[nz], m.cols[nz], m.vals[nz]
-            o_ct, o_s = out_ct_of[rows], out_slot_of[rows]
-            i_ct = in_ct_of[cols]
-            d = (in_slot_of[cols] - o_s) & np.int32(slots - 1)  # slots: a power of two
-            del rows, cols, nz
-            n_out = out_layout.n_ciphertexts
-            if not materialize:  # a plan needs the diagonals' positions only: deduplicate first
-                seen = np.zeros(lay.n_ciphertexts * n_out * slots, dtype=bool)
-                seen[(i_ct.astype(np.int64) * n_out + o_ct) * slots + d] = True
-                u = np.flatnonzero(seen)
-                i_ct, o_ct, d = u // (n_out * slots), u // slots % n_out, u % slots
-                o_s = vals = None
-            out_reps = getattr(out_layout, "replicas", 1)
-            if out_reps > 1:  # write every copy of the output: copy r sits r * st further on
-                shifts = (slots // out_reps) * np.arange(out_reps)[:, None]
-                d = ((d[None, :] - shifts) % slots).ravel()
-                o_ct, i_ct = np.tile(o_ct, out_reps), np.tile(i_ct, out_reps)
-                if materialize:
-                    o_s, vals = (o_s[None, :] + shifts).ravel(), np.tile(vals, out_reps)
-            reps = getattr(lay, "replicas", 1)
-            if reps > 1:  # read every value from the copy nearest its output slot
-                st = slots // reps
-                d = ((d + st // 2) % st - st // 2) % slots
-            key = o_ct.astype(np.int64) * slots + d
-            blocks = {}
-            if lay.n_ciphertexts == 1:
-                groups = {0: slice(None)}
-            else:  # group the triples by input ciphertext (one stable sort)
-                order = np.argsort(_small_int(i_ct, lay.n_ciphertexts), kind="stable")
-                bounds = np.searchsorted(i_ct[order], np.arange(lay.n_ciphertexts + 1))
-                groups = {j: order[bounds[j]:bounds[j + 1]] for j in range(lay.n_ciphertexts)
-                          if bounds[j + 1] > bounds[j]}
-            for j, sel in groups.items():
-                blk = _Block.build(key[sel], o_s[sel] if materialize else None,
-                                   vals[sel] if materialize else None, n_out, slots, materialize)
-                if blk.n:
-                    blocks[j] = blk
-                    block_keys.append((blk.out_ct, blk.d))
+            blocks = _diagonal_blocks(m, lay, out_layout, out_index, materialize)
+            block_keys.extend((blk.out_ct, blk.d) for blk in blocks.values())
             self._blocks.append(blocks)
         # the diagonals hold everything the stage needs: drop the (large) COO maps
         self.inputs = [StageInput(inp.layout, None) for inp in self.inputs]

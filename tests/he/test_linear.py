@@ -321,6 +321,22 @@ def test_diagonals_reproduce_the_slot_matrix(seed, nnz, n_in, n_out):
     np.testing.assert_allclose(lout.unpack([o.vec for o in out]).ravel(), m(x).ravel(), atol=1e-9)
 
 
+def test_diagonals_in_several_passes_equal_one_pass(rng, monkeypatch):
+    """Layouts of many input ciphertexts count their diagonals a few ciphertexts per pass."""
+    from hemet.he import linear
+    slots = 32
+    lin, lout = Layout(12, 4, 4, 4, 4, 1, slots), Layout(4, 4, 4, 4, 4, 1, slots)
+    nnz = 400
+    m = AffineMap(lin.shape, lout.shape, rng.integers(0, lout.size, nnz),
+                  rng.integers(0, lin.size, nnz), rng.normal(size=nnz))
+    one = LinearStage([(lin, m)], lout)
+    monkeypatch.setattr(linear, "_COUNTS_BYTES", 2 * 4 * lout.n_ciphertexts * slots)  # 2 per pass
+    several = LinearStage([(lin, m)], lout)
+    assert lin.n_ciphertexts > 2 and len(one._blocks[0]) == lin.n_ciphertexts
+    np.testing.assert_array_equal(several.dense_matrix(), one.dense_matrix())
+    assert several.costs() == one.costs()
+
+
 def test_stage_errors(rng):
     m, f, lin, lout = make_case("conv3x3", rng)
     with pytest.raises(ValueError, match="reads"):
