@@ -146,19 +146,32 @@ def _u16(value: int, name: str, what: str) -> int:
     return value
 
 
-def _seal(kind: Kind, fingerprint: bytes, fields: bytes, payload: bytes, extra: bytes = b"") -> bytes:
+def _words(data: np.ndarray) -> memoryview:
+    """An array's little-endian uint64 words as bytes, without a copy where it is already
+    contiguous ``<u8`` (a key set is hundreds of MB: every copy is fresh memory)."""
+    return memoryview(np.ascontiguousarray(data, dtype=_U64)).cast("B")
+
+
+def _seal(kind: Kind, fingerprint: bytes, fields: bytes, payload, extra: bytes = b"") -> bytes:
+    """The object's bytes; ``payload``: bytes-like, or a list of them written one after
+    another (a key set's keys, never gathered into one array first)."""
     header = _COMMON.pack(MAGIC, FORMAT_VERSION, int(kind), 0, fingerprint) + fields + extra
-    return b"".join([header, _CRC.pack(zlib.crc32(header)), payload, _CRC.pack(zlib.crc32(payload))])
+    pieces = payload if isinstance(payload, list) else [payload]
+    crc = 0
+    for piece in pieces:
+        crc = zlib.crc32(piece, crc)
+    return b"".join([header, _CRC.pack(zlib.crc32(header)), *pieces, _CRC.pack(crc)])
 
 
-def _dump_poly(kind: Kind, fingerprint: bytes, data: np.ndarray, level: int, count: int,
+def _dump_poly(kind: Kind, fingerprint: bytes, data, level: int, count: int,
                scale: float, what: str, extra: bytes = b"") -> bytes:
-    """Kind fields from the arguments; rows and log_n from the array (rows = axis -2)."""
-    rows, n = data.shape[-2], data.shape[-1]
+    """Kind fields from the arguments; rows and log_n from the array (rows = axis -2).
+    ``data``: an array, or a list of arrays of one shape written in order (their stack)."""
+    arrays = data if isinstance(data, list) else [data]
+    rows, n = arrays[0].shape[-2], arrays[0].shape[-1]
     fields = _POLY.pack(_u16(level, "level", what), _u16(count, "count", what),
                         _u16(rows, "rows", what), n.bit_length() - 1, 0, float(scale))
-    payload = np.ascontiguousarray(data, dtype=_U64).tobytes()
-    return _seal(kind, fingerprint, fields, payload, extra)
+    return _seal(kind, fingerprint, fields, [_words(a) for a in arrays], extra)
 
 
 def dump_parameters(params) -> bytes:
@@ -241,9 +254,9 @@ def dump_galois_keys(gk: GaloisKeys) -> bytes:
             shape = _switching_data(key.data, what).shape
         elif _switching_data(key.data, what).shape != shape:
             raise SerializationError(f"cannot serialize {what}: keys have different shapes")
-    data = np.stack([keys[g].data for g in elements])
     extra = np.array(elements, dtype=_U64).tobytes()
-    return _dump_poly(Kind.GALOIS_KEYS, fp, data, 0, len(elements), 0.0, what, extra)
+    return _dump_poly(Kind.GALOIS_KEYS, fp, [keys[g].data for g in elements], 0, len(elements),
+                      0.0, what, extra)
 
 
 def dump_secret_key(sk: SecretKey) -> bytes:

@@ -117,10 +117,12 @@ def pack_message(kind: MsgKind, sections) -> bytes:
         tag = tag.encode("ascii") if isinstance(tag, str) else bytes(tag)
         if len(tag) != 4:
             raise ValueError(f"section tag {tag!r} must be 4 bytes")
-        data = bytes(data)
+        data = bytes(data)   # no copy of a bytes object
         parts += [_SECTION.pack(tag, len(data)), data]
-    body = b"".join(parts)
-    return body + _CRC.pack(zlib.crc32(body))
+    crc = 0
+    for part in parts:   # one copy of the sections in all (a key part is hundreds of MB)
+        crc = zlib.crc32(part, crc)
+    return b"".join(parts + [_CRC.pack(crc)])
 
 
 def unpack_message(data, kind: MsgKind, max_bytes: int | None = None) -> list[tuple[str, memoryview]]:

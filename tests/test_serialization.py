@@ -478,3 +478,21 @@ def test_key_and_parameter_methods_round_trip():
     assert gk2.elements == gk.elements
     assert all(np.array_equal(gk2.get(g).data, gk.get(g).data) for g in gk.elements)
     assert not hasattr(kg.secret_key, "to_bytes")
+
+
+def test_galois_key_bytes_follow_the_documented_layout(kit):
+    """Pinned against the module docstring's format: header, elements, header CRC, the keys
+    stacked in increasing element order, payload CRC (the keys are written one by one, never
+    stacked, so this checks the order and the running checksum)."""
+    keys = kit.gk.keys
+    elements = sorted(keys)
+    first = keys[elements[0]].data
+    header = (ser.MAGIC + struct.pack("<HBB", ser.FORMAT_VERSION, int(ser.Kind.GALOIS_KEYS), 0)
+              + kit.ctx.fingerprint
+              + struct.pack("<HHHBBd", 0, len(elements), first.shape[-2],
+                            first.shape[-1].bit_length() - 1, 0, 0.0)
+              + np.array(elements, dtype="<u8").tobytes())
+    payload = np.stack([keys[g].data for g in elements]).astype("<u8").tobytes()
+    want = (header + struct.pack("<I", zlib.crc32(header)) + payload
+            + struct.pack("<I", zlib.crc32(payload)))
+    assert ser.dump_galois_keys(kit.gk) == want

@@ -682,8 +682,23 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
         summed[node.name] = e
         return e
 
+    # an expression's maps (millions of entries for a wide conv) are dropped after the last
+    # node that reads it: a node reads its inputs, a global pool also the input of the 1x1
+    # conv before it (``_sum_first``); the output is materialized at the end
+    last_read = {}
+    for i, node in enumerate(g.nodes):
+        for name in node.inputs:
+            last_read[name] = i
+        if isinstance(node.layer, L.GlobalAvgPool) and node.inputs[0] != INPUT:
+            for name in g.node(node.inputs[0]).inputs:
+                last_read[name] = i
+    last_read.pop(g.output, None)
+    drop_after = {}
+    for name, i in last_read.items():
+        drop_after.setdefault(i, []).append(name)
+
     summed = {}
-    for node in g.nodes:
+    for step, node in enumerate(g.nodes):
         lay = node.layer
         ins = [exprs[i] for i in node.inputs]
         x = ins[0]
@@ -762,6 +777,8 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
         else:
             raise NotImplementedError(f"op {node.op!r} is not supported by the HE compiler")
         exprs[node.name] = e
+        for name in drop_after.get(step, []):
+            del exprs[name]
     prog.output = materialize(g.output)
     prog.output_shape = shapes[g.output]
     return prog

@@ -401,3 +401,26 @@ def test_repack_after_pool_gathers_ciphertexts(hekit):
     be = kit.backend(rep.rotation_steps)
     got = rep.run(be, x)
     assert np.max(np.abs(got - want)) < 1e-3 * max(1.0, np.abs(want).max())
+
+
+@pytest.mark.parametrize("make", [tiny_fire_net, tiny_dwsep_net])
+def test_compile_drops_the_maps_of_expressions_no_node_reads_again(make, monkeypatch):
+    """A wide conv's map has millions of entries: once its stage is built and no later node
+    reads its expression, the compiler must not hold it (hemet-fire1-4 held 953 MB)."""
+    import gc
+    import weakref
+    from hemet.he import program
+    seen, alive_at_last = [], []
+    real = program.LinearStage
+
+    def spy(inputs, *a, **k):
+        gc.collect()
+        alive_at_last[:] = [r() is not None for r in seen]
+        stage = real(inputs, *a, **k)
+        seen.extend(weakref.ref(m) for _, m in inputs)
+        return stage
+
+    monkeypatch.setattr(program, "LinearStage", spy)
+    prog = compile_model(make(), 256, materialize=False)
+    assert len(prog.stages) >= 3 and len(alive_at_last) >= 2
+    assert not any(alive_at_last), alive_at_last
