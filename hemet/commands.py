@@ -141,12 +141,12 @@ class PrivateInference:
     by the client, only the key bundle, requests and responses cross to the server."""
 
     def __init__(self, model, params, progress=None, log=print, prepare=False, galois_keys=64,
-                 compile_options=None):
+                 compile_options=None, cache_bytes=1 << 30):
         from .roles import Client, Server
         self.times = {}
         t = time.perf_counter()
         self.server = Server(model, params, prepare=prepare, max_galois_keys=galois_keys,
-                             **(compile_options or {}))
+                             max_cache_bytes=cache_bytes, **(compile_options or {}))
         self.times["compile"] = time.perf_counter() - t
         info = self.server.public_info()
         t0 = time.perf_counter()
@@ -264,8 +264,10 @@ def _infer(args, demo: bool) -> int:
     t_plan = time.perf_counter() - t_all
     out(f"model {args.model} ({model.name}), {what}"
         + (f", true class {class_name(model.classes, label)}" if label is not None else ""))
+    # one image: every diagonal is encoded once, so a cache would only copy each plaintext
+    # into memory that is never read again
     pi = PrivateInference(model, params, _progress(args, "Galois keys"), log=out,
-                          galois_keys=args.galois_keys, compile_options=opts)
+                          galois_keys=args.galois_keys, compile_options=opts, cache_bytes=0)
     pi.times["plan"] = t_plan
     report = _ProgressList(args, "encrypted layers", len(pi.server.program.steps))
     logits, t = pi.infer(x, report=report)

@@ -36,10 +36,21 @@ def _json_out(capsys):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_infer_json(model_file, model, tmp_path, capsys):
+def test_infer_json(model_file, model, tmp_path, capsys, monkeypatch):
+    from hemet import roles
+    servers, real_init = [], roles.Server.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        servers.append(self)
+
+    monkeypatch.setattr(roles.Server, "__init__", spy)
     x = np.random.default_rng(2).uniform(0, 1, (3, 8, 8))
     np.save(tmp_path / "x.npy", x)
     assert main(["infer", "--model", model_file, "--image", str(tmp_path / "x.npy"), "--json"] + FAST) == 0
+    # one image uses each diagonal once: nothing is cached (copied into memory never read again)
+    cache, = (s._encoding.cache for s in servers)   # the sessions' backends share it
+    assert cache.misses > 0 and len(cache) == 0
     res = _json_out(capsys)
     want = forward(model, x[None])[0]
     assert res["agree"] and res["encrypted_class"] == int(np.argmax(want))
