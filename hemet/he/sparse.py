@@ -75,6 +75,8 @@ class AffineMap:
 
     def linear_part(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(self.in_size)
+        if not x.any():  # a zero bias pushed through a map: skip a pass over its entries
+            return np.zeros(self.out_size)
         return np.bincount(self.rows, weights=self.vals * x[self.cols], minlength=self.out_size)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
