@@ -138,7 +138,9 @@ def class_name(classes: int, k: int) -> str:
 
 class PrivateInference:
     """Client and Server in one process (the demo / infer / eval / bench commands): keys made
-    by the client, only the key bundle, requests and responses cross to the server."""
+    by the client, only the key bundle, requests and responses cross to the server.
+    ``cache_bytes``: the server's plaintext cache (0 for one image, which uses each diagonal
+    once)."""
 
     def __init__(self, model, params, progress=None, log=print, prepare=False, galois_keys=64,
                  compile_options=None, cache_bytes=1 << 30):

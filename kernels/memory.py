@@ -1,20 +1,20 @@
 """Allocator setup: keep large temporaries in the process between operations.
 
 A key switch at N = 2^16 allocates and frees tens of MB of temporaries (the digits, the
-extended-basis products, the output); a linear stage's compile gathers arrays of 70 MB; an
-encode batch at N = 2^15 is 88 MB.  glibc's defaults hand such memory back to the kernel (sizes
+extended-basis products, the output); an encode batch at N = 2^15 is 88 MB; a compile's maps
+and diagonals are hundreds of MB.  glibc's defaults hand such memory back to the kernel (sizes
 above a dynamic mmap threshold are mapped and unmapped; a heap top above twice that threshold
 is trimmed) and fault it in again, zeroed, on the next use.  On these VMs that is worse than a
 page fault: the balloon driver reports freed memory to the host, and touching it again ran at
 75-500 MB/s (a 762 MiB array took 1.6-10 s to fill the first time, 0.1-0.15 s the second).
-Measured on the 2-core EPYC, session 15: 2,152 page faults and 16 ms of system time per
-rotation at N = 2^16, level 12, dnum 1, 2 threads (median 50.6 ms; 39.7 ms with a 32 MiB mmap
-threshold); session 17: ``hemet demo`` 70.3 / 56.9 s with a 32 MiB threshold, 45.9 / 41.2 s
-with everything below 1 GiB kept on the heap (``bench/results/amd/README.md``).
+Measured on the 2-core EPYC (``bench/results/amd/README.md``), session 15: 2,152 page faults
+and 16 ms of system time per rotation at N = 2^16, level 12, dnum 1, 2 threads (median 50.6
+ms; 39.7 ms with a 32 MiB mmap threshold); session 17, ``hemet demo`` alternated: 44.8, 41.7,
+39.8 s with a 32 MiB threshold, 33.9, 35.4, 35.8 s with 1 GiB.
 
-The cost: a process keeps its peak heap (``hemet demo``: 3.56 vs 3.19 GB maximum resident);
-holes left by freed arrays are reused by the next ones, and a free heap top beyond the trim
-threshold still goes back.
+The cost: a process keeps its peak heap (that demo: 3.20 GB maximum resident with 32 MiB,
+3.41-3.56 GB with 1 GiB); holes left by freed arrays are reused by the next ones, and a free
+heap top beyond the trim threshold still goes back.
 
 Done once, at import, through ``mallopt``; only where the C library has it (glibc) and the
 user set no ``MALLOC_*_`` variable of their own (theirs win).
