@@ -152,22 +152,20 @@ def _words(data: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(data, dtype=_U64)).cast("B")
 
 
-def _seal(kind: Kind, fingerprint: bytes, fields: bytes, payload, extra: bytes = b"") -> bytes:
-    """The object's bytes; ``payload``: bytes-like, or a list of them written one after
-    another (a key set's keys, never gathered into one array first)."""
+def _seal(kind: Kind, fingerprint: bytes, fields: bytes, pieces: list, extra: bytes = b"") -> bytes:
+    """The object's bytes; the payload is ``pieces`` (bytes-like) one after another: a key
+    set's keys are never gathered into one array first."""
     header = _COMMON.pack(MAGIC, FORMAT_VERSION, int(kind), 0, fingerprint) + fields + extra
-    pieces = payload if isinstance(payload, list) else [payload]
     crc = 0
     for piece in pieces:
         crc = zlib.crc32(piece, crc)
     return b"".join([header, _CRC.pack(zlib.crc32(header)), *pieces, _CRC.pack(crc)])
 
 
-def _dump_poly(kind: Kind, fingerprint: bytes, data, level: int, count: int,
+def _dump_poly(kind: Kind, fingerprint: bytes, arrays: list, level: int, count: int,
                scale: float, what: str, extra: bytes = b"") -> bytes:
-    """Kind fields from the arguments; rows and log_n from the array (rows = axis -2).
-    ``data``: an array, or a list of arrays of one shape written in order (their stack)."""
-    arrays = data if isinstance(data, list) else [data]
+    """Kind fields from the arguments; rows and log_n from the arrays (rows = axis -2), which
+    have one shape and are written in order (their stack is the payload)."""
     rows, n = arrays[0].shape[-2], arrays[0].shape[-1]
     fields = _POLY.pack(_u16(level, "level", what), _u16(count, "count", what),
                         _u16(rows, "rows", what), n.bit_length() - 1, 0, float(scale))
@@ -183,7 +181,7 @@ def dump_parameters(params) -> bytes:
     fields = _PARAMS.pack(params.log_n, params.scale_bits, params.first_bits, params.special_bits,
                           _u16(params.depth, "depth", "parameters"), params.dnum,
                           1 if params.allow_insecure else 0, b"\0\0\0", len(primes))
-    return _seal(Kind.PARAMETERS, params.fingerprint(), fields, np.array(primes, dtype=_U64).tobytes())
+    return _seal(Kind.PARAMETERS, params.fingerprint(), fields, [np.array(primes, dtype=_U64).tobytes()])
 
 
 def dump_ciphertext(ct: Ciphertext) -> bytes:
@@ -193,7 +191,7 @@ def dump_ciphertext(ct: Ciphertext) -> bytes:
     if data.shape[0] not in (2, 3) or data.shape[1] != ct.level + 1:
         raise SerializationError(f"cannot serialize {what}: data shape {data.shape} does not match "
                                  f"size 2 or 3 and level {ct.level}")
-    return _dump_poly(Kind.CIPHERTEXT, _fingerprint_of(ct, what), data, ct.level, data.shape[0],
+    return _dump_poly(Kind.CIPHERTEXT, _fingerprint_of(ct, what), [data], ct.level, data.shape[0],
                       ct.scale, what)
 
 
@@ -204,7 +202,7 @@ def dump_plaintext(pt: Plaintext) -> bytes:
     if data.shape[0] != pt.level + 1:
         raise SerializationError(f"cannot serialize {what}: data shape {data.shape} does not match "
                                  f"level {pt.level}")
-    return _dump_poly(Kind.PLAINTEXT, _fingerprint_of(pt, what), data, pt.level, 1, pt.scale, what)
+    return _dump_poly(Kind.PLAINTEXT, _fingerprint_of(pt, what), [data], pt.level, 1, pt.scale, what)
 
 
 def dump_public_key(pk: PublicKey) -> bytes:
@@ -213,7 +211,7 @@ def dump_public_key(pk: PublicKey) -> bytes:
     data = _array(pk.data, 3, what, "(2, L+1, N)")
     if data.shape[0] != 2 or data.shape[1] < 1:
         raise SerializationError(f"cannot serialize {what}: data shape {data.shape} is not (2, L+1, N)")
-    return _dump_poly(Kind.PUBLIC_KEY, _fingerprint_of(pk, what), data, data.shape[1] - 1, 2, 0.0, what)
+    return _dump_poly(Kind.PUBLIC_KEY, _fingerprint_of(pk, what), [data], data.shape[1] - 1, 2, 0.0, what)
 
 
 def _switching_data(data, what: str) -> np.ndarray:
@@ -228,7 +226,7 @@ def dump_relin_key(rk: RelinKey) -> bytes:
     what = "relinearization key"
     _check_type(rk, RelinKey, what)
     data = _switching_data(rk.data, what)
-    return _dump_poly(Kind.RELIN_KEY, _fingerprint_of(rk, what), data, 0, data.shape[0], 0.0, what)
+    return _dump_poly(Kind.RELIN_KEY, _fingerprint_of(rk, what), [data], 0, data.shape[0], 0.0, what)
 
 
 def dump_galois_keys(gk: GaloisKeys) -> bytes:
@@ -240,7 +238,7 @@ def dump_galois_keys(gk: GaloisKeys) -> bytes:
         raise SerializationError(f"cannot serialize {what}: keys must be a dict")
     elements = sorted(keys)
     if not elements:  # N is unknown here: log_n 0 and no payload mark the empty set
-        return _seal(Kind.GALOIS_KEYS, fp, _POLY.pack(0, 0, 0, 0, 0, 0.0), b"")
+        return _seal(Kind.GALOIS_KEYS, fp, _POLY.pack(0, 0, 0, 0, 0, 0.0), [])
     shape = None
     for g in elements:
         key = keys[g]
@@ -266,7 +264,7 @@ def dump_secret_key(sk: SecretKey) -> bytes:
     what = "secret key"
     _check_type(sk, SecretKey, what)
     data = _array(sk.data, 2, what, "(L+1+alpha, N)")
-    return _dump_poly(Kind.SECRET_KEY, _fingerprint_of(sk, what), data, 0, 1, 0.0, what)
+    return _dump_poly(Kind.SECRET_KEY, _fingerprint_of(sk, what), [data], 0, 1, 0.0, what)
 
 
 # ---------------------------------------------------------------------------------------

@@ -249,8 +249,8 @@ class HEBackend:
                 own = keep and self.cache.max_bytes is not None and len(miss) > 1
                 out = None
                 # kept copies are made at once, so their batch can go to the reused buffer too:
-                # a fresh batch is above the mmap threshold (88 MB for 32 at N = 2^15, 11
-                # limbs) and every page of it faults, where the copies reuse freed heap
+                # a fresh 88 MB batch (32 at N = 2^15, 11 limbs) is memory first touched there,
+                # where the copies reuse freed heap
                 if transient and (own or not keep):
                     if self._scratch.size < len(miss) * size:
                         self._scratch = np.empty(len(miss) * size, dtype=np.uint64)

@@ -686,16 +686,16 @@ def compile_model(model, slots: int, layout: str = "multiplexed", input_layout: 
     # node that reads it: a node reads its inputs, a global pool also the input of the 1x1
     # conv before it (``_sum_first``); the output is materialized at the end
     last_read = {}
-    for i, node in enumerate(g.nodes):
+    for step, node in enumerate(g.nodes):
         for name in node.inputs:
-            last_read[name] = i
+            last_read[name] = step
         if isinstance(node.layer, L.GlobalAvgPool) and node.inputs[0] != INPUT:
             for name in g.node(node.inputs[0]).inputs:
-                last_read[name] = i
+                last_read[name] = step
     last_read.pop(g.output, None)
     drop_after = {}
-    for name, i in last_read.items():
-        drop_after.setdefault(i, []).append(name)
+    for name, step in last_read.items():
+        drop_after.setdefault(step, []).append(name)
 
     summed = {}
     for step, node in enumerate(g.nodes):
