@@ -20,6 +20,11 @@ gone.  Every run must share one training recipe (its ``config.json`` less the mo
 where files go): a table that mixed recipes would compare them, not the networks.  The
 output records that recipe and the command; ``--plot PNG`` draws every run's accuracy with
 the means (matplotlib, optional).
+
+``--combine A.json B.json`` joins tables of the same two networks trained under different
+recipes (the bf16 GPU seeds and fp32 CPU seeds, say) without pooling their runs: each table's
+gain weighted by its inverse variance, an interval with Welch-Satterthwaite degrees of
+freedom, and Cochran's Q for whether the tables disagree.
 """
 from __future__ import annotations
 
@@ -149,6 +154,67 @@ def welch_interval(sa: dict, sb: dict, level: float = 0.95) -> tuple[float, floa
     return diff - half, diff + half, df
 
 
+def chi2_sf(x: float, df: int) -> float:
+    """P(X > x) for X ~ chi-square with integer df, in closed form (no SciPy here)."""
+    if x <= 0:
+        return 1.0
+    h = x / 2
+    if df % 2 == 0:
+        return math.exp(-h) * sum(h ** j / math.factorial(j) for j in range(df // 2))
+    return math.erfc(math.sqrt(h)) + math.exp(-h) * sum(
+        h ** (j - 0.5) / math.gamma(j + 0.5) for j in range(1, (df + 1) // 2))
+
+
+def combine(tables: list[dict], names: list[str], level: float = 0.95) -> dict:
+    """One gain from several tables of the same two networks trained under different recipes
+    (bf16 on a GPU, fp32 on CPUs...): each table's Welch gain, weighted by its inverse
+    variance.  Runs of different recipes never share a mean; the recipes only share the
+    question.  The interval's degrees of freedom are Welch-Satterthwaite's over all the
+    means the estimate is a combination of (the weights are taken as known, as is usual);
+    Cochran's Q says whether the tables' gains differ by more than their errors."""
+    if len(tables) < 2:
+        raise SystemExit("--combine needs two or more tables")
+    pair, rows = None, []
+    for t, name in zip(tables, names):
+        g = t.get("gain") if isinstance(t, dict) else None
+        if not (g and g.get("stderr") and isinstance(t.get("recipe"), dict)):
+            raise SystemExit(f"{name}: not a two-network bench/seeds.py --json table with "
+                             "two or more seeds per network")
+        if pair is None:
+            pair = (g["over"], g["of"])
+        elif (g["over"], g["of"]) != pair:
+            raise SystemExit(f"{name} compares {g['of']} with {g['over']}, not {pair[1]} with "
+                             f"{pair[0]}")
+        nets = [t["networks"][pair[0]], t["networks"][pair[1]]]
+        parts = [100 ** 2 * s["std"] ** 2 / s["n"] for s in nets]
+        rows.append({"table": name, "points": g["points"], "stderr": g["stderr"],
+                     "n": [s["n"] for s in nets], "parts": parts, "recipe": t["recipe"],
+                     "dof": [s["n"] - 1 for s in nets]})
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a["recipe"] == b["recipe"]:
+                raise SystemExit(f"{a['table']} and {b['table']} share a recipe: make them one "
+                                 "table (bench/seeds.py --previous)")
+    w = [1 / sum(r["parts"]) for r in rows]
+    total = sum(w)
+    points = sum(wi * r["points"] for wi, r in zip(w, rows)) / total
+    var = 1 / total
+    df = var ** 2 / sum(((wi / total) ** 2 * v) ** 2 / d
+                        for wi, r in zip(w, rows) for v, d in zip(r["parts"], r["dof"]))
+    half = t_quantile((1 + level) / 2, df) * math.sqrt(var)
+    q = sum(wi * (r["points"] - points) ** 2 for wi, r in zip(w, rows))
+    differ = sorted({k for r in rows for k in set(r["recipe"]) | set(rows[0]["recipe"])
+                     if r["recipe"].get(k) != rows[0]["recipe"].get(k)})
+    return {"of": pair[1], "over": pair[0], "points": points, "stderr": math.sqrt(var),
+            "ci": {"level": level, "low": points - half, "high": points + half, "df": df},
+            "heterogeneity": {"q": q, "df": len(rows) - 1, "p": chi2_sf(q, len(rows) - 1)},
+            "tables": [{"table": r["table"], "points": r["points"], "stderr": r["stderr"],
+                        "seeds": dict(zip(pair, r["n"])), "weight": wi / total,
+                        # the recipe fields on which the tables differ
+                        "recipe": {k: r["recipe"].get(k) for k in differ}}
+                       for wi, r in zip(w, rows)]}
+
+
 def summarize(runs: list[dict]) -> dict:
     nets: dict[str, list[dict]] = {}
     for r in runs:
@@ -219,9 +285,30 @@ def plot(out: dict, path: Path) -> str | None:
     return str(path)
 
 
+def print_combined(files: list[str], as_json: bool) -> int:
+    tables = []
+    for f in files:
+        try:
+            tables.append(json.loads(Path(f).read_text()))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--combine {f}: {e}") from None
+    c = combine(tables, files)
+    if as_json:
+        print(json.dumps(c, indent=1))
+        return 0
+    for t in c["tables"]:
+        print(f"{t['table']}: {t['points']:+.2f} points (standard error {t['stderr']:.2f}), "
+              f"seeds {t['seeds']}, weight {t['weight']:.2f}, {t['recipe']}")
+    h = c["heterogeneity"]
+    print(f"combined gain of {c['of']} over {c['over']}: {c['points']:+.2f} points (standard "
+          f"error {c['stderr']:.2f}), 95% interval {c['ci']['low']:+.2f} to "
+          f"{c['ci']['high']:+.2f}; tables differ: Q = {h['q']:.2f} on {h['df']} df, p = {h['p']:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+", help="hemet train --out directories (DIR or DIR=MODEL.json)")
+    ap.add_argument("runs", nargs="*", help="hemet train --out directories (DIR or DIR=MODEL.json)")
     ap.add_argument("--data", default=None, help="CIFAR-10 directory (default: $HEMET_DATA)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", default=None, metavar="PNG", help="draw the runs' accuracies")
@@ -229,8 +316,17 @@ def main(argv=None) -> int:
                     help="an earlier --json output whose runs (and test accuracies) to include")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="models evaluated at once (default: one per core)")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                    help="instead of runs: two or more --json tables of the same two networks "
+                         "under different recipes, whose gains to combine")
     raw = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(raw)
+    if a.combine:
+        if a.runs or a.previous or a.plot:
+            ap.error("--combine takes tables only (no runs, --previous or --plot)")
+        return print_combined(a.combine, a.json)
+    if not a.runs:
+        ap.error("give run directories (or --combine tables)")
     from hemet import data as D
     split = D.load_dataset("cifar10", a.data, "test")
     runs = []

@@ -176,3 +176,106 @@ def test_welch_interval():
     half = 100 * seeds.t_quantile(0.975, df) * math.sqrt(va + vb)
     assert (lo, hi) == pytest.approx((3 - half, 3 + half))
     assert 3 - half < 0 < 3  # few seeds and a wide spread: the interval holds 0
+
+
+def test_chi2_sf_against_printed_quantiles():
+    import seeds
+    for df, x95, x99 in [(1, 3.8415, 6.6349), (2, 5.9915, 9.2103), (3, 7.8147, 11.3449),
+                         (4, 9.4877, 13.2767), (7, 14.0671, 18.4753)]:
+        assert seeds.chi2_sf(x95, df) == pytest.approx(0.05, abs=2e-5)
+        assert seeds.chi2_sf(x99, df) == pytest.approx(0.01, abs=2e-5)
+    assert seeds.chi2_sf(0.0, 3) == 1.0
+
+
+def _table(recipe, a_accs, b_accs):
+    """A seeds.py table of squeezenet (a) against hemet-fire1-4 (b) from test accuracies."""
+    import seeds
+    runs = ([{"model": "squeezenet", "seed": i, "test": t, "recipe": recipe}
+             for i, t in enumerate(a_accs)]
+            + [{"model": "hemet-fire1-4", "seed": i, "test": t, "recipe": recipe}
+               for i, t in enumerate(b_accs)])
+    return json.loads(json.dumps(seeds.summarize(runs)))  # as read back from --json
+
+
+def test_combine_by_hand():
+    import seeds
+    t1 = _table({"precision": "bf16", "lr": 0.03}, [0.85, 0.83, 0.84, 0.82], [0.845, 0.84, 0.842])
+    t2 = _table({"precision": "fp32", "lr": 0.03}, [0.86, 0.85, 0.87], [0.85, 0.855, 0.852, 0.849])
+    c = seeds.combine([t1, t2], ["a.json", "b.json"])
+    v = [t["gain"]["stderr"] ** 2 for t in (t1, t2)]
+    g = [t["gain"]["points"] for t in (t1, t2)]
+    w = [1 / x for x in v]
+    assert c["points"] == pytest.approx((w[0] * g[0] + w[1] * g[1]) / sum(w))
+    assert c["stderr"] == pytest.approx(sum(w) ** -0.5)
+    assert c["heterogeneity"]["q"] == pytest.approx(sum(wi * (gi - c["points"]) ** 2 for wi, gi in zip(w, g)))
+    assert c["heterogeneity"]["df"] == 1
+    assert [t["recipe"] for t in c["tables"]] == [{"precision": "bf16"}, {"precision": "fp32"}]
+    assert sum(t["weight"] for t in c["tables"]) == pytest.approx(1.0)
+    assert (c["of"], c["over"]) == ("hemet-fire1-4", "squeezenet")
+    assert c["ci"]["low"] < c["points"] < c["ci"]["high"]
+
+
+def test_combine_two_copies_of_one_table():
+    """The same seeds under two recipes: the gain is unchanged, its error shrinks by sqrt(2),
+    the degrees of freedom double and the tables agree exactly."""
+    import seeds
+    a, b = [0.85, 0.83, 0.84, 0.82, 0.835], [0.845, 0.84, 0.842]
+    t1, t2 = _table({"precision": "bf16"}, a, b), _table({"precision": "fp32"}, a, b)
+    c = seeds.combine([t1, t2], ["a", "b"])
+    assert c["points"] == pytest.approx(t1["gain"]["points"])
+    assert c["stderr"] == pytest.approx(t1["gain"]["stderr"] / math.sqrt(2))
+    assert c["ci"]["df"] == pytest.approx(2 * t1["gain"]["ci"]["df"])
+    assert c["heterogeneity"]["q"] == pytest.approx(0.0, abs=1e-12)
+    assert c["heterogeneity"]["p"] == pytest.approx(1.0)
+
+
+accs = st.lists(st.floats(0.5, 0.95), min_size=2, max_size=6).filter(
+    lambda x: statistics.stdev(x) > 1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(a1=accs, b1=accs, a2=accs, b2=accs)
+def test_combine_lies_between_the_tables(a1, b1, a2, b2):
+    import seeds
+    t1, t2 = _table({"precision": "bf16"}, a1, b1), _table({"precision": "fp32"}, a2, b2)
+    c = seeds.combine([t1, t2], ["a", "b"])
+    g = sorted(t["gain"]["points"] for t in (t1, t2))
+    assert g[0] - 1e-9 <= c["points"] <= g[1] + 1e-9
+    assert c["stderr"] <= min(t["gain"]["stderr"] for t in (t1, t2)) + 1e-12
+    assert 0.0 <= c["heterogeneity"]["p"] <= 1.0
+
+
+def test_combine_refuses_what_it_cannot_join(tmp_path, capsys):
+    import seeds
+    t1 = _table({"precision": "bf16"}, [0.85, 0.83], [0.845, 0.84])
+    t2 = _table({"precision": "fp32"}, [0.86, 0.85], [0.85, 0.855])
+    with pytest.raises(SystemExit, match="two or more tables"):
+        seeds.combine([t1], ["a"])
+    with pytest.raises(SystemExit, match="share a recipe"):
+        seeds.combine([t1, _table({"precision": "bf16"}, [0.8, 0.81], [0.8, 0.82])], ["a", "b"])
+    runs = ([{"model": "hemet-fire1-4", "seed": i, "test": t, "recipe": {"precision": "fp32"}}
+             for i, t in enumerate([0.8, 0.81])]
+            + [{"model": "squeezenet", "seed": i, "test": t, "recipe": {"precision": "fp32"}}
+               for i, t in enumerate([0.8, 0.82])])
+    swapped = seeds.summarize(runs)
+    with pytest.raises(SystemExit, match="compares squeezenet with hemet-fire1-4"):
+        seeds.combine([t1, swapped], ["a", "b"])
+    one_seed = _table({"precision": "fp32"}, [0.86], [0.85, 0.855])
+    with pytest.raises(SystemExit, match="two or more seeds"):
+        seeds.combine([t1, one_seed], ["a", "b"])
+    # the command line: tables from files, text and JSON, and no runs beside them
+    f1, f2, bad = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "bad.json"
+    f1.write_text(json.dumps(t1))
+    f2.write_text(json.dumps(t2))
+    bad.write_text("{not json")
+    assert seeds.main(["--combine", str(f1), str(f2), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["points"] == pytest.approx(seeds.combine([t1, t2], ["x", "y"])["points"])
+    assert seeds.main(["--combine", str(f1), str(f2)]) == 0
+    assert "combined gain of hemet-fire1-4 over squeezenet" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--combine .*bad.json"):
+        seeds.main(["--combine", str(f1), str(bad)])
+    with pytest.raises(SystemExit):
+        seeds.main([str(tmp_path), "--combine", str(f1), str(f2)])
+    with pytest.raises(SystemExit):
+        seeds.main([])
