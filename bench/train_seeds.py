@@ -9,9 +9,10 @@ Each (network, seed) is one process writing ``<runs>/seed<S>-<network>`` (config
 checkpoints) and its exported model in ``export/`` (CIFAR-10, as ``bench/seeds.py``).  The recipe is the README's
 (``--epochs 60 --lr 0.03 --cutout 8``, bf16); arguments after ``--`` are added to every run's
 command.  Finished runs are skipped and unfinished ones resumed, so the command can be run
-again after an interruption.  The most expensive runs (by MACs) start first, which keeps
-the workers busy to the end.  At the end it prints the ``bench/seeds.py`` command for the
-table.
+again after an interruption.  With several workers the most expensive runs (by MACs) start
+first, which keeps the workers busy to the end; with one (``--jobs 1``) the seeds go in order,
+the networks alternating as named, so a campaign cut short still leaves paired seeds.  At the
+end it prints the ``bench/seeds.py`` command for the table.
 """
 from __future__ import annotations
 
@@ -71,6 +72,14 @@ def finished(run: Path, model: str) -> bool:
             and epochs_done(run) >= json.loads(cfg.read_text())["epochs"])
 
 
+def schedule(todo: list[tuple[int, int, str, Path]], jobs: int) -> list:
+    """The order to start ``(macs, seed, model, run)`` runs in (``todo`` is in the order the
+    networks were named): longest first for several workers, else seed by seed."""
+    if jobs > 1:
+        return sorted(todo, key=lambda t: (-t[0], t[1]))
+    return sorted(todo, key=lambda t: t[1])  # stable: the named order within a seed
+
+
 def command(model: str, seed: int, run: Path, a: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "hemet", "train", "--model", model, "--seed", str(seed),
            *RECIPE, "--threads", str(a.threads), "--device", a.device, "--no-progress",
@@ -111,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             if finished(run, m):
                 print(f"skip {run}: finished", flush=True)
             else:
-                todo.append((-macs, s, m, run))
-    todo.sort(key=lambda t: t[:2])  # longest first, then by seed
+                todo.append((macs, s, m, run))
+    todo = schedule(todo, a.jobs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     active: dict[Path, tuple[subprocess.Popen, str]] = {}
     failed: list[Path] = []

@@ -93,3 +93,14 @@ def test_recipe_pins_bf16_and_says_where_it_is_emulated(tmp_path, monkeypatch):
     assert train_seeds.precision_note("cpu", ["--precision", "fp32"]) is None
     monkeypatch.setattr(train, "resolve_precision", lambda p, d="cpu": "bf16")
     assert train_seeds.precision_note("cpu", []) is None
+
+
+def test_schedule():
+    """Several workers: longest runs first (they would otherwise finish alone at the end).
+    One worker: seed by seed, the networks alternating as named, so a cut-short campaign
+    leaves paired seeds."""
+    import train_seeds
+    todo = [(20, 0, "squeezenet", "a"), (20, 1, "squeezenet", "b"),
+            (35, 0, "hemet-fire1-4", "c"), (35, 1, "hemet-fire1-4", "d")]
+    assert [t[3] for t in train_seeds.schedule(todo, 2)] == ["c", "d", "a", "b"]
+    assert [t[3] for t in train_seeds.schedule(todo, 1)] == ["a", "c", "b", "d"]
