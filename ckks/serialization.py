@@ -73,7 +73,7 @@ __all__ = [
     "dump_parameters", "load_parameters",
     "dump_ciphertext", "load_ciphertext", "dump_plaintext", "load_plaintext",
     "dump_public_key", "load_public_key", "dump_relin_key", "load_relin_key",
-    "dump_galois_keys", "load_galois_keys",
+    "dump_galois_keys", "dump_galois_keys_pieces", "load_galois_keys",
     "dump_secret_key", "load_secret_key",
 ]
 
@@ -152,18 +152,19 @@ def _words(data: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(data, dtype=_U64)).cast("B")
 
 
-def _seal(kind: Kind, fingerprint: bytes, fields: bytes, pieces: list, extra: bytes = b"") -> bytes:
-    """The object's bytes; the payload is ``pieces`` (bytes-like) one after another: a key
-    set's keys are never gathered into one array first."""
+def _seal(kind: Kind, fingerprint: bytes, fields: bytes, pieces: list, extra: bytes = b"") -> list:
+    """The object's bytes as pieces to write one after another (``b"".join`` of them is the
+    object); the payload is ``pieces`` (bytes-like): a key set's keys are never gathered into
+    one array, and a writer that takes pieces never gathers the whole object either."""
     header = _COMMON.pack(MAGIC, FORMAT_VERSION, int(kind), 0, fingerprint) + fields + extra
     crc = 0
     for piece in pieces:
         crc = zlib.crc32(piece, crc)
-    return b"".join([header, _CRC.pack(zlib.crc32(header)), *pieces, _CRC.pack(crc)])
+    return [header, _CRC.pack(zlib.crc32(header)), *pieces, _CRC.pack(crc)]
 
 
 def _dump_poly(kind: Kind, fingerprint: bytes, arrays: list, level: int, count: int,
-               scale: float, what: str, extra: bytes = b"") -> bytes:
+               scale: float, what: str, extra: bytes = b"") -> list:
     """Kind fields from the arguments; rows and log_n from the arrays (rows = axis -2), which
     have one shape and are written in order (their stack is the payload)."""
     rows, n = arrays[0].shape[-2], arrays[0].shape[-1]
@@ -181,7 +182,8 @@ def dump_parameters(params) -> bytes:
     fields = _PARAMS.pack(params.log_n, params.scale_bits, params.first_bits, params.special_bits,
                           _u16(params.depth, "depth", "parameters"), params.dnum,
                           1 if params.allow_insecure else 0, b"\0\0\0", len(primes))
-    return _seal(Kind.PARAMETERS, params.fingerprint(), fields, [np.array(primes, dtype=_U64).tobytes()])
+    return b"".join(_seal(Kind.PARAMETERS, params.fingerprint(), fields,
+                          [np.array(primes, dtype=_U64).tobytes()]))
 
 
 def dump_ciphertext(ct: Ciphertext) -> bytes:
@@ -191,8 +193,8 @@ def dump_ciphertext(ct: Ciphertext) -> bytes:
     if data.shape[0] not in (2, 3) or data.shape[1] != ct.level + 1:
         raise SerializationError(f"cannot serialize {what}: data shape {data.shape} does not match "
                                  f"size 2 or 3 and level {ct.level}")
-    return _dump_poly(Kind.CIPHERTEXT, _fingerprint_of(ct, what), [data], ct.level, data.shape[0],
-                      ct.scale, what)
+    return b"".join(_dump_poly(Kind.CIPHERTEXT, _fingerprint_of(ct, what), [data], ct.level,
+                               data.shape[0], ct.scale, what))
 
 
 def dump_plaintext(pt: Plaintext) -> bytes:
@@ -202,7 +204,8 @@ def dump_plaintext(pt: Plaintext) -> bytes:
     if data.shape[0] != pt.level + 1:
         raise SerializationError(f"cannot serialize {what}: data shape {data.shape} does not match "
                                  f"level {pt.level}")
-    return _dump_poly(Kind.PLAINTEXT, _fingerprint_of(pt, what), [data], pt.level, 1, pt.scale, what)
+    return b"".join(_dump_poly(Kind.PLAINTEXT, _fingerprint_of(pt, what), [data], pt.level, 1,
+                               pt.scale, what))
 
 
 def dump_public_key(pk: PublicKey) -> bytes:
@@ -211,7 +214,8 @@ def dump_public_key(pk: PublicKey) -> bytes:
     data = _array(pk.data, 3, what, "(2, L+1, N)")
     if data.shape[0] != 2 or data.shape[1] < 1:
         raise SerializationError(f"cannot serialize {what}: data shape {data.shape} is not (2, L+1, N)")
-    return _dump_poly(Kind.PUBLIC_KEY, _fingerprint_of(pk, what), [data], data.shape[1] - 1, 2, 0.0, what)
+    return b"".join(_dump_poly(Kind.PUBLIC_KEY, _fingerprint_of(pk, what), [data],
+                               data.shape[1] - 1, 2, 0.0, what))
 
 
 def _switching_data(data, what: str) -> np.ndarray:
@@ -226,10 +230,18 @@ def dump_relin_key(rk: RelinKey) -> bytes:
     what = "relinearization key"
     _check_type(rk, RelinKey, what)
     data = _switching_data(rk.data, what)
-    return _dump_poly(Kind.RELIN_KEY, _fingerprint_of(rk, what), [data], 0, data.shape[0], 0.0, what)
+    return b"".join(_dump_poly(Kind.RELIN_KEY, _fingerprint_of(rk, what), [data], 0,
+                               data.shape[0], 0.0, what))
 
 
 def dump_galois_keys(gk: GaloisKeys) -> bytes:
+    return b"".join(dump_galois_keys_pieces(gk))
+
+
+def dump_galois_keys_pieces(gk: GaloisKeys) -> list:
+    """``dump_galois_keys``'s bytes as pieces to write one after another (views of the keys
+    themselves, no copy): a key set is hundreds of MB, and a writer that takes pieces (a file's
+    ``writelines``, ``hemet.roles.pack_message``) then copies it once instead of twice."""
     what = "Galois keys"
     _check_type(gk, GaloisKeys, what)
     fp = _fingerprint_of(gk, what)
@@ -264,7 +276,7 @@ def dump_secret_key(sk: SecretKey) -> bytes:
     what = "secret key"
     _check_type(sk, SecretKey, what)
     data = _array(sk.data, 2, what, "(L+1+alpha, N)")
-    return _dump_poly(Kind.SECRET_KEY, _fingerprint_of(sk, what), [data], 0, 1, 0.0, what)
+    return b"".join(_dump_poly(Kind.SECRET_KEY, _fingerprint_of(sk, what), [data], 0, 1, 0.0, what))
 
 
 # ---------------------------------------------------------------------------------------

@@ -109,7 +109,9 @@ _KIND_NAMES = {MsgKind.MODEL_INFO: "model info", MsgKind.KEY_BUNDLE: "key bundle
 
 # ---------------------------------------------------------------------------- containers
 def pack_message(kind: MsgKind, sections) -> bytes:
-    """A container of ``kind`` holding ``(tag, bytes)`` sections in order."""
+    """A container of ``kind`` holding ``(tag, data)`` sections in order; ``data`` is bytes-like
+    or a list of bytes-like pieces that make the section one after another (a key part's Galois
+    keys, hundreds of MB, go from the key arrays into the message in one copy)."""
     parts = [_HEAD.pack(MAGIC, VERSION, int(kind), 0, len(sections))]
     for tag, data in sections:
         if isinstance(data, SecretKey):
@@ -117,10 +119,10 @@ def pack_message(kind: MsgKind, sections) -> bytes:
         tag = tag.encode("ascii") if isinstance(tag, str) else bytes(tag)
         if len(tag) != 4:
             raise ValueError(f"section tag {tag!r} must be 4 bytes")
-        data = bytes(data)   # no copy of a bytes object
-        parts += [_SECTION.pack(tag, len(data)), data]
+        pieces = [memoryview(d).cast("B") for d in (data if isinstance(data, list) else [data])]
+        parts += [_SECTION.pack(tag, sum(p.nbytes for p in pieces)), *pieces]
     crc = 0
-    for part in parts:   # one copy of the sections in all (a key part is hundreds of MB)
+    for part in parts:
         crc = zlib.crc32(part, crc)
     return b"".join(parts + [_CRC.pack(crc)])
 
@@ -402,9 +404,9 @@ class Client:
         steps = list(self.info.rotation_steps)
         return [steps[i:i + GALOIS_CHUNK] for i in range(0, len(steps), GALOIS_CHUNK)]
 
-    def _galois_section(self, steps) -> bytes:
+    def _galois_section(self, steps) -> list:
         with ENGINE_LOCK:
-            return ser.dump_galois_keys(self._keygen.galois_keys(steps))
+            return ser.dump_galois_keys_pieces(self._keygen.galois_keys(steps))
 
     def key_bundle(self) -> bytes:
         """Parameters, model fingerprint, public key, relinearization key and, when they fit one

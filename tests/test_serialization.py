@@ -496,3 +496,9 @@ def test_galois_key_bytes_follow_the_documented_layout(kit):
     want = (header + struct.pack("<I", zlib.crc32(header)) + payload
             + struct.pack("<I", zlib.crc32(payload)))
     assert ser.dump_galois_keys(kit.gk) == want
+    # the same bytes as pieces, the keys' among them as views of the key arrays (no copy)
+    pieces = ser.dump_galois_keys_pieces(kit.gk)
+    assert b"".join(pieces) == want
+    for g in elements:
+        assert any(np.shares_memory(np.frombuffer(q, dtype=np.uint8), keys[g].data)
+                   for q in pieces if len(q) == keys[g].data.nbytes)

@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import ckks
 from ckks import serialization as ser
@@ -193,6 +194,16 @@ def test_container_validation():
     assert e.value.status == 413
     with pytest.raises(ProtocolError):
         unpack_message("text", MsgKind.REQUEST)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["FPRT", "GKEY", "CTXT"]),
+                          st.lists(st.binary(max_size=40), max_size=4)), max_size=4))
+def test_sections_given_as_pieces(sections):
+    """A section given as a list of pieces is the section of their concatenation."""
+    joined = pack_message(MsgKind.KEY_PART, [(t, b"".join(ps)) for t, ps in sections])
+    assert pack_message(MsgKind.KEY_PART, sections) == joined
+    assert _sections(joined, MsgKind.KEY_PART) == [(t, b"".join(ps)) for t, ps in sections]
 
 
 def test_mismatched_keys(server, client, bundle, parts, model, params, open_session):
