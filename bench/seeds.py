@@ -185,8 +185,14 @@ def combine(tables: list[dict], names: list[str], level: float = 0.95) -> dict:
         elif (g["over"], g["of"]) != pair:
             raise SystemExit(f"{name} compares {g['of']} with {g['over']}, not {pair[1]} with "
                              f"{pair[0]}")
-        nets = [t["networks"][pair[0]], t["networks"][pair[1]]]
-        parts = [100 ** 2 * s["std"] ** 2 / s["n"] for s in nets]
+        try:
+            nets = [t["networks"][pair[0]], t["networks"][pair[1]]]
+            parts = [100 ** 2 * s["std"] ** 2 / s["n"] for s in nets]
+            if not all(type(s["n"]) is int and s["n"] > 1 for s in nets):
+                raise TypeError
+        except (KeyError, TypeError, ZeroDivisionError):
+            raise SystemExit(f"{name}: malformed table (networks {pair}, each with n > 1 "
+                             "and a std)") from None
         rows.append({"table": name, "points": g["points"], "stderr": g["stderr"],
                      "n": [s["n"] for s in nets], "parts": parts, "recipe": t["recipe"],
                      "dof": [s["n"] - 1 for s in nets]})

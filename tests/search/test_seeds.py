@@ -260,6 +260,10 @@ def test_combine_refuses_what_it_cannot_join(tmp_path, capsys):
     swapped = seeds.summarize(runs)
     with pytest.raises(SystemExit, match="compares squeezenet with hemet-fire1-4"):
         seeds.combine([t1, swapped], ["a", "b"])
+    broken = json.loads(json.dumps(t2))
+    del broken["networks"]["squeezenet"]["std"]
+    with pytest.raises(SystemExit, match="malformed"):
+        seeds.combine([t1, broken], ["a", "b"])
     one_seed = _table({"precision": "fp32"}, [0.86], [0.85, 0.855])
     with pytest.raises(SystemExit, match="two or more seeds"):
         seeds.combine([t1, one_seed], ["a", "b"])
