@@ -106,11 +106,9 @@ def _rebuild(graph: Graph, nodes: list, renamed: dict) -> Graph:
     return Graph(graph.name, fixed, graph.classes, graph.input_shape, out, dict(graph.metadata))
 
 
-def replace_block(graph: Graph, block: Block) -> Graph:
-    """``block`` -> regular 3x3 conv + BN + activation (see module doc)."""
-    prefix = _conv_prefix(block)
-    new = L.ConvBNAct(block.in_channels, block.width, 3, block.stride, act=_act(graph)).nodes(
-        prefix, block.input)
+def _swap(graph: Graph, block: Block, new: list) -> Graph:
+    """``graph`` with ``block``'s nodes replaced by ``new`` (where the block's output stood);
+    what read the block's output reads ``new``'s last node."""
     members = set(block.nodes)
     nodes = []
     for n in graph.nodes:
@@ -120,6 +118,14 @@ def replace_block(graph: Graph, block: Block) -> Graph:
             continue
         nodes.append(n)
     return _rebuild(graph, nodes, {block.output: new[-1].name})
+
+
+def replace_block(graph: Graph, block: Block) -> Graph:
+    """``block`` -> regular 3x3 conv + BN + activation (see module doc)."""
+    prefix = _conv_prefix(block)
+    new = L.ConvBNAct(block.in_channels, block.width, 3, block.stride, act=_act(graph)).nodes(
+        prefix, block.input)
+    return _swap(graph, block, new)
 
 
 def merge_block(graph: Graph, block: Block) -> Graph | None:
@@ -172,13 +178,5 @@ def cost_proxy(graph: Graph) -> Graph:
         c_out = graph.shapes[b.output][0]
         new = L.ConvBNAct(b.in_channels, c_out, 3, b.stride, act=_act(graph)).nodes(
             f"{b.name}_merged", b.input)
-        members = set(b.nodes)
-        kept = []
-        for n in graph.nodes:
-            if n.name in members:
-                if n.name == b.output:
-                    kept += new
-                continue
-            kept.append(n)
-        graph = _rebuild(graph, kept, {b.output: new[-1].name})
+        graph = _swap(graph, b, new)
     return graph
