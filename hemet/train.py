@@ -153,6 +153,14 @@ def _log(path: Path, rec: dict):
         f.write(json.dumps(rec) + "\n")
 
 
+def _save(obj, path: Path):
+    """``torch.save`` through a temporary file: a run killed mid-write (a session's end) keeps
+    the previous checkpoint whole."""
+    import torch
+    torch.save(obj, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
+
+
 def build_net(cfg: TrainConfig):
     from .torch_modules import GraphNet
     classes = D.NUM_CLASSES[cfg.dataset]
@@ -301,6 +309,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, best_val = state["epoch"], state["step"], state["best_val"]
         history = state.get("history", [])
+        # the log as of the checkpoint: a record written by an epoch whose checkpoint never
+        # landed (killed in between) would otherwise stand twice once that epoch runs again
+        tmp = out / "log.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+        os.replace(tmp, out / "log.jsonl")
         lr_scale, rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
@@ -366,18 +379,16 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         if "val_acc" in rec:
             if rec["val_acc"] > best_val:
                 best_val = rec["val_acc"]
-                torch.save({"model": net.state_dict(), "epoch": epoch + 1, "val_acc": best_val,
-                            "config": asdict(cfg)}, best_ckpt)
+                _save({"model": net.state_dict(), "epoch": epoch + 1, "val_acc": best_val,
+                       "config": asdict(cfg)}, best_ckpt)
         history.append(rec)
         _log(out / "log.jsonl", rec)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in rec.items()))
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                    "step": step, "best_val": best_val, "config": asdict(cfg),
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "history": history, "lr_scale": lr_scale, "rollbacks": rollbacks},
-                   str(last_ckpt) + ".tmp")
-        os.replace(str(last_ckpt) + ".tmp", last_ckpt)
+        _save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+               "step": step, "best_val": best_val, "config": asdict(cfg),
+               "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+               "history": history, "lr_scale": lr_scale, "rollbacks": rollbacks}, last_ckpt)
         epoch += 1
         if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes and epoch < cfg.epochs:
             log(f"stopping after {cfg.max_minutes} min; resume with --resume")

@@ -124,11 +124,15 @@ def test_train_export_resume(tmp_path, capsys, cifar10_dir):
     np.testing.assert_allclose(r_logits, t_logits, atol=1e-3 * max(1, np.abs(r_logits).max()))
     tr, val = D.train_val_split(D.load_cifar10(cifar10_dir), 20, seed=12345)
     assert evaluate_torch(net, val) == pytest.approx(state["val_acc"])
-    # resume continues the same run for one more epoch
+    # a run killed after logging epoch 3 but before its checkpoint landed...
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 3, "train_loss": 1.0, "train_acc": 0.5, "val_acc": 0.99}) + "\n")
+    # ...resumes from the checkpoint for one more epoch: the log is the checkpoint's again
     rc, stdout, _ = _run(capsys, base + ["--epochs", "3", "--resume"])
     assert rc == 0 and "resumed" in stdout
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert [r["epoch"] for r in log] == [1, 2, 3] and log[2]["val_acc"] != 0.99
+    assert not list(out.glob("*.tmp"))
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 3
 
 
